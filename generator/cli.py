@@ -1,0 +1,96 @@
+"""The `atlas` command: a thin layer that loads the config and calls the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import AtlasError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Build explorable activation atlases of an image classifier as a static website.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="atlas.toml with build settings."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default: site)."),
+    model: Optional[str] = typer.Option(None, help="efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
+                                                   "or path/to/file.py:factory."),
+    images: Optional[str] = typer.Option(None, help="Folder of images (default: embedded photographs)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names; see `atlas layers`."),
+    preset: Optional[str] = typer.Option(None, help="quick, default or full."),
+    seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same site."),
+    cache: Optional[str] = typer.Option(None, help="Cache folder (default: .atlas-cache)."),
+) -> None:
+    """Build the atlas site."""
+    overrides: dict = {}
+    if out is not None:
+        overrides["out"] = str(Path(out).resolve())
+    if cache is not None:
+        overrides["cache"] = str(Path(cache).resolve())
+    if preset is not None:
+        overrides["preset"] = preset
+    if seed is not None:
+        overrides["seed"] = seed
+    if model is not None:
+        overrides.setdefault("model", {})["name"] = model
+    if images is not None:
+        overrides.setdefault("images", {})["dir"] = str(Path(images).resolve())
+    if layers is not None:
+        overrides.setdefault("collect", {})["layers"] = [x.strip() for x in layers.split(",") if x.strip()]
+    try:
+        from .config import load_config
+
+        cfg = load_config(config, overrides)
+        from .pipeline import build as run_build
+        from .progress import RichReporter
+
+        reporter = RichReporter()
+        result = run_build(cfg, reporter)
+    except AtlasError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; the previous site and the cache are intact, run the same command to resume")
+    total = sum(result.timings.values())
+    reporter.note(f"site written to {result.out_dir} in {total:.0f} s; open {result.out_dir / 'index.html'}")
+
+
+@app.command("layers")
+def list_layers(
+    model: str = typer.Option("efficientnet_lite0", help="Model spec, as for `atlas build --model`."),
+    all_layers: bool = typer.Option(False, "--all", help="Also list nested modules."),
+) -> None:
+    """List a model's layers with their output shapes (channels, height, width)."""
+    try:
+        from .models import load_model
+
+        loaded = load_model(model)
+        shapes = loaded.layer_shapes()
+    except AtlasError as exc:
+        _fail(str(exc))
+    depth = min((n.count(".") for n in shapes), default=0)
+    for name, shape in shapes.items():
+        if all_layers or name.count(".") <= depth + 1:
+            mark = "  (default)" if name in loaded.default_layers else ""
+            typer.echo(f"{name:<32} {' x '.join(map(str, shape))}{mark}")
+
+
+def main() -> None:
+    import warnings
+
+    # timm scripts a few activations at import; the deprecation is for timm, not for our users.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

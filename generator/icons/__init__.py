@@ -1,0 +1,11 @@
+"""Feature visualization by inversion, in Lucid's four parts.
+
+param       how the image is represented (Fourier basis, decorrelated colour)
+transform   what makes the result robust (pad, jitter, scale, rotate; one fused resample)
+objectives  what is maximized (dot(a, v) * cossim(a, v) ** p at the centre)
+render      the optimization loop, batched across cells, and the fidelity check
+"""
+
+from .render import RenderSettings, fidelity, render_icons
+
+__all__ = ["RenderSettings", "fidelity", "render_icons"]

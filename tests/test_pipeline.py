@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+
+from generator import pipeline
+from generator.errors import AtlasError
+from generator.icons import render as render_module
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_build_writes_a_complete_site(tiny_config):
+    cfg = tiny_config()
+    result = pipeline.build(cfg)
+    out = result.out_dir
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert [a["layer"] for a in manifest["atlases"]] == ["features.2", "features.4"]
+    for atlas in manifest["atlases"]:
+        assert set(atlas) >= {"id", "model", "layer", "levels", "level_data", "overview"}
+        assert atlas["levels"] == [2, 4]
+        for level in atlas["level_data"]:
+            assert (out / "data" / level["tile"]).is_file()
+            assert level["cells"] and all(c["count"] >= 1 and len(c["top"]) == 5 for c in level["cells"])
+        assert (out / "explore" / f"{atlas['id']}.html").is_file()
+    assert (out / "index.html").is_file()
+    build = json.loads((out / "data" / "build.json").read_text())
+    assert set(build["timings_s"]) >= {"activations", "layout", "grid", "icons", "site"}
+
+
+def test_rebuild_skips_every_stage_and_gives_the_same_files(tiny_config, monkeypatch):
+    cfg = tiny_config()
+    first = _tree(pipeline.build(cfg).out_dir)
+    calls = []
+    monkeypatch.setattr(render_module, "_render_batch", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline, "plan_samples", lambda *a, **k: calls.append(1))
+    second = _tree(pipeline.build(cfg).out_dir)
+    assert calls == []
+    assert {k: v for k, v in first.items() if k != "data/build.json"} == \
+        {k: v for k, v in second.items() if k != "data/build.json"}
+
+
+def test_adding_a_level_renders_only_its_icons(tiny_config, monkeypatch):
+    pipeline.build(tiny_config())
+    rendered = []
+    original = render_module._render_batch
+
+    def counting(forward, model, layer, directions, *rest):
+        rendered.append(len(directions))
+        return original(forward, model, layer, directions, *rest)
+
+    monkeypatch.setattr(render_module, "_render_batch", counting)
+    result = pipeline.build(tiny_config(grid={"levels": [2, 4, 8]}))
+    level8 = sum(len(a["level_data"][2]["cells"]) for a in result.manifest["atlases"])
+    assert sum(rendered) == level8
+
+
+def test_a_failed_build_leaves_the_previous_site(tiny_config, monkeypatch):
+    cfg = tiny_config()
+    before = _tree(pipeline.build(cfg).out_dir)
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    import generator.site
+
+    monkeypatch.setattr(generator.site, "render_site", broken)
+    with pytest.raises(RuntimeError):
+        pipeline.build(tiny_config(seed=1))
+    assert _tree(cfg.path(cfg.out)) == before
+    assert not list(cfg.path(cfg.out).parent.glob(".site.building-*"))
+
+
+def test_refuses_to_replace_a_folder_it_did_not_make(tiny_config, tmp_path):
+    cfg = tiny_config(out=str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(AtlasError, match="did not make"):
+        pipeline.build(cfg)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_dotfiles_in_the_output_folder_survive(tiny_config):
+    cfg = tiny_config()
+    out = cfg.path(cfg.out)
+    out.mkdir(parents=True)
+    (out / ".gitignore").write_text("*\n")
+    pipeline.build(cfg)
+    assert (out / ".gitignore").read_text() == "*\n"
+
+
+def test_unknown_layer_fails_before_any_work(tiny_config):
+    with pytest.raises(AtlasError, match="closest: features.4"):
+        pipeline.build(tiny_config(collect={"layers": ["features.44"]}))
+
+
+def test_same_seed_same_icons(tiny_config, tmp_path):
+    a = pipeline.build(tiny_config())
+    b = pipeline.build(tiny_config(out=str(tmp_path / "b"), cache=str(tmp_path / "cache-b")))
+    sheet = a.manifest["atlases"][0]["level_data"][1]["tile"]
+    assert (a.out_dir / "data" / sheet).read_bytes() == (b.out_dir / "data" / sheet).read_bytes()
+    cells_a = [lv["cells"] for lv in a.manifest["atlases"][1]["level_data"]]
+    cells_b = [lv["cells"] for lv in b.manifest["atlases"][1]["level_data"]]
+    assert cells_a == cells_b
+    assert np.isfinite([c["fidelity"] for c in cells_a[0]]).all()
