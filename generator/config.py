@@ -43,7 +43,7 @@ class CollectConfig:
 class LayoutConfig:
     method: str = "umap"
     n_neighbors: int = 20
-    min_dist: float = 0.05
+    min_dist: float = 0.25  # few thousand points: tighter settings leave most grid cells empty
     clip_percentile: float = 1.0
 
 
@@ -56,7 +56,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class IconsConfig:
-    size_px: int = 64
+    size_px: int = 48
     steps: int = 128
     tries: int = 1
     batch_size: int = 32

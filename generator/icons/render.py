@@ -40,10 +40,19 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def _layer_fn(model: LoadedModel, layer: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images in [0, 1] -> the layer's activations; the network stops at the layer."""
-    net = model.net.to(device)
+    """Images in [0, 1] -> the layer's activations; the network stops at the layer.
+
+    Channels-last memory makes the convolutions, depthwise ones above all, 1.3 to 1.5
+    times faster on the CPU (BENCHMARKS.md).
+    """
+    net = model.net.to(device, memory_format=torch.channels_last)
     module = {layer: model.layer(layer)}
-    return lambda images: capture(net, module, model.normalize(images))[layer]
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        x = model.normalize(images).contiguous(memory_format=torch.channels_last)
+        return capture(net, module, x)[layer]
+
+    return forward
 
 
 def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: torch.Tensor,
@@ -127,5 +136,5 @@ def render_icons(
         progress(len(batch))
     if not icons:
         return np.zeros((0, settings.size_px, settings.size_px, 3), np.uint8), np.zeros(0, np.float32)
-    model.net.to("cpu")
+    model.net.to("cpu", memory_format=torch.contiguous_format)
     return np.concatenate(icons), np.concatenate(scores)
