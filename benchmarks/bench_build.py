@@ -54,7 +54,7 @@ def run(preset: str) -> tuple[dict[str, float], float, dict]:
 
 
 def table(rows: list[tuple[str, dict, float, dict]]) -> str:
-    head = "| preset | " + " | ".join(STAGES) + " | total | icons rendered | activations |"
+    head = "| preset | " + " | ".join(STAGES) + " | total | icons rendered | activation vectors |"
     lines = [head, "|" + "---|" * (len(STAGES) + 4)]
     for preset, timings, total, facts in rows:
         cells = " | ".join(f"{timings.get(s, 0.0):.1f}" for s in STAGES)

@@ -61,7 +61,8 @@ def build(
     except KeyboardInterrupt:
         _fail("interrupted; the previous site and the cache are intact, run the same command to resume")
     total = sum(result.timings.values())
-    reporter.note(f"site written to {result.out_dir} in {total:.0f} s; open {result.out_dir / 'index.html'}")
+    out_dir = result.out_dir.resolve()
+    reporter.note(f"site written to {out_dir} in {total:.0f} s; open {out_dir / 'index.html'}")
 
 
 @app.command("layers")

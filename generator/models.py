@@ -112,6 +112,14 @@ def _num_classes(net: nn.Module, size: int) -> int:
     return out.shape[1]
 
 
+def _state_digest(net: nn.Module) -> str:
+    """A hash of the weights themselves, for weights that no file names (random ones differ by seed)."""
+    digest = hashlib.sha256()
+    for t in net.state_dict().values():
+        digest.update(t.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _load_default() -> LoadedModel:
     import timm
 
@@ -149,11 +157,11 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
         raise AtlasError(f"unknown torchvision model {name!r}; closest: {', '.join(close) or 'none'}") from None
     weights_enum = None
     if weights:
+        choices = torchvision.models.get_model_weights(name)
         try:
-            weights_enum = torchvision.models.get_model_weights(name)[weights] if weights != "DEFAULT" else \
-                torchvision.models.get_model_weights(name).DEFAULT
+            weights_enum = choices.DEFAULT if weights == "DEFAULT" else choices[weights]
         except KeyError:
-            options = [w.name for w in torchvision.models.get_model_weights(name)]
+            options = [w.name for w in choices]
             raise AtlasError(f"unknown weights {weights!r} for {name}; use DEFAULT or one of {', '.join(options)}") from None
     try:
         net = builder(weights=weights_enum)
@@ -162,10 +170,15 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
             f"could not download torchvision weights {name}:{weights} ({exc.__class__.__name__}): "
             "connect to the internet once, or use the embedded default model"
         ) from None
-    names = list(weights_enum.meta["categories"]) if weights_enum is not None else imagenet_class_names()
-    # Inception-style models keep auxiliary heads that only run in training.
-    return LoadedModel(spec=f"torchvision:{name}:{weights}", net=net.eval(), class_names=names,
-                       weights_id=str(weights_enum))
+    model = LoadedModel(spec=f"torchvision:{name}:{weights}", net=net.eval(), class_names=imagenet_class_names(),
+                        weights_id=str(weights_enum) if weights_enum else _state_digest(net))
+    if weights_enum is not None:
+        # The weights carry their preprocessing (inception_v3 wants 299 px, for one).
+        model.class_names = list(weights_enum.meta["categories"])
+        preprocess = weights_enum.transforms()
+        model.input_size = int(preprocess.crop_size[0])
+        model.mean, model.std = tuple(preprocess.mean), tuple(preprocess.std)
+    return model
 
 
 def _load_timm(name: str) -> LoadedModel:
@@ -216,9 +229,7 @@ def _load_file(path_str: str, factory: str, checkpoint: str) -> LoadedModel:
             raise AtlasError(f"checkpoint {ckpt} does not load into {factory}(): {str(exc).splitlines()[0]}") from None
         digest.update(ckpt.read_bytes())
     else:
-        # Random weights would change each run: hash them so the cache sees it.
-        for t in net.state_dict().values():
-            digest.update(t.detach().cpu().numpy().tobytes())
+        digest.update(_state_digest(net).encode())
     meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "MEAN", "STD", "LAYERS", "CLASS_NAMES") if hasattr(module, k)}
     return LoadedModel(
         spec=f"{path_str}:{factory}", net=net.eval(), class_names=list(meta.get("CLASS_NAMES", [])),

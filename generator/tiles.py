@@ -1,7 +1,8 @@
 """Icons packed into sprite sheets, and the metadata the viewer reads.
 
 Output, per atlas, in `<site>/data/<atlas id>/`:
-  level-<n>.webp   the level's icons in a sheet, `columns` across, in cell order
+  level-<n>.webp   the level's icons in sheets, `columns` across, in cell order (level-<n>-1.webp,
+                   ... when one sheet would pass WebP's 16383 px limit)
   overview.webp    the atlas drawn once at a small size, painted while sheets load
   atlas.js         `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry, for pages opened from disk
 And `<site>/data/manifest.json` (+ `manifest.js`) listing every atlas.
@@ -29,22 +30,33 @@ def atlas_id(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", layer).strip("-") or "layer"
 
 
-def sheet_columns(count: int, icon_px: int) -> int:
-    columns = max(1, math.ceil(math.sqrt(count)))
-    return min(columns, _MAX_SHEET_PX // icon_px)
+def sheet_layout(count: int, icon_px: int) -> tuple[int, int]:
+    """(columns, icons per sheet): square-ish sheets, none wider or taller than WebP allows."""
+    columns = min(max(1, math.ceil(math.sqrt(count))), _MAX_SHEET_PX // icon_px)
+    rows = min(max(1, math.ceil(count / columns)), _MAX_SHEET_PX // icon_px)
+    return columns, columns * rows
 
 
-def write_sheet(icons: np.ndarray, path: Path) -> int:
-    """Pack (M, S, S, 3) icons row by row into one lossy WebP; returns the number of columns."""
+def write_sheets(icons: np.ndarray, folder: Path, stem: str) -> tuple[list[str], int, int]:
+    """Pack (M, S, S, 3) icons row by row into lossy WebP sheets named `<stem>.webp`, `<stem>-1.webp`, ...
+
+    Returns the sheet file names, the columns per sheet and the icons per sheet: icon i
+    is in sheet i // per_sheet, at column (i % per_sheet) % columns.
+    """
     count, size = len(icons), icons.shape[1]
-    columns = sheet_columns(max(count, 1), size)
-    rows = max(1, math.ceil(count / columns))
-    sheet = np.full((rows * size, columns * size, 3), 255, np.uint8)
-    for i, icon in enumerate(icons):
-        r, c = divmod(i, columns)
-        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = icon
-    Image.fromarray(sheet).save(path, "WEBP", quality=WEBP_QUALITY, method=4)
-    return columns
+    columns, per_sheet = sheet_layout(max(count, 1), size)
+    names = []
+    for number, start in enumerate(range(0, max(count, 1), per_sheet)):
+        part = icons[start:start + per_sheet]
+        rows = max(1, math.ceil(len(part) / columns))
+        sheet = np.full((rows * size, columns * size, 3), 255, np.uint8)
+        for i, icon in enumerate(part):
+            r, c = divmod(i, columns)
+            sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = icon
+        name = f"{stem}.webp" if number == 0 else f"{stem}-{number}.webp"
+        Image.fromarray(sheet).save(folder / name, "WEBP", quality=WEBP_QUALITY, method=4)
+        names.append(name)
+    return names, columns, per_sheet
 
 
 def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 512) -> None:
@@ -72,12 +84,10 @@ def write_atlas(
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for level, level_icons, level_fid in zip(levels, icons, fidelity):
-        tile = f"{aid}/level-{level.size}.webp"
-        columns = write_sheet(level_icons, data_dir / tile)
-        cells = [
-            {**cell, "fidelity": round(float(f), 3)} for cell, f in zip(level.cells, level_fid)
-        ]
-        entries.append({"size": level.size, "tile": tile, "columns": columns, "cells": cells})
+        names, columns, per_sheet = write_sheets(level_icons, folder, f"level-{level.size}")
+        cells = [{**cell, "fidelity": round(float(f), 3)} for cell, f in zip(level.cells, level_fid)]
+        entries.append({"size": level.size, "tiles": [f"{aid}/{n}" for n in names], "columns": columns,
+                        "per_tile": per_sheet, "cells": cells})
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], icons[overview_level], folder / "overview.webp")
     entry = {

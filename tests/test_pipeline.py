@@ -22,7 +22,7 @@ def test_build_writes_a_complete_site(tiny_config):
         assert set(atlas) >= {"id", "model", "layer", "levels", "level_data", "overview"}
         assert atlas["levels"] == [2, 4]
         for level in atlas["level_data"]:
-            assert (out / "data" / level["tile"]).is_file()
+            assert all((out / "data" / tile).is_file() for tile in level["tiles"])
             assert level["cells"] and all(c["count"] >= 1 and len(c["top"]) == 5 for c in level["cells"])
         assert (out / "explore" / f"{atlas['id']}.html").is_file()
     assert (out / "index.html").is_file()
@@ -99,7 +99,7 @@ def test_unknown_layer_fails_before_any_work(tiny_config):
 def test_same_seed_same_icons(tiny_config, tmp_path):
     a = pipeline.build(tiny_config())
     b = pipeline.build(tiny_config(out=str(tmp_path / "b"), cache=str(tmp_path / "cache-b")))
-    sheet = a.manifest["atlases"][0]["level_data"][1]["tile"]
+    sheet = a.manifest["atlases"][0]["level_data"][1]["tiles"][0]
     assert (a.out_dir / "data" / sheet).read_bytes() == (b.out_dir / "data" / sheet).read_bytes()
     cells_a = [lv["cells"] for lv in a.manifest["atlases"][1]["level_data"]]
     cells_b = [lv["cells"] for lv in b.manifest["atlases"][1]["level_data"]]

@@ -106,3 +106,26 @@ def test_project_templates_override_packaged_ones(tmp_path):
     assert (out / "extra.html").read_text() == "CUSTOM Extra"
     assert (out / "assets" / "style.css").read_text() == "body{color:red}"
     assert (out / "assets" / "viewer.js").is_file()  # the rest still comes from the package
+
+
+def test_large_levels_split_into_sheets_webp_can_hold(tmp_path, monkeypatch):
+    from generator import tiles
+
+    monkeypatch.setattr(tiles, "_MAX_SHEET_PX", 64)  # 4 icons of 16 px a side per sheet
+    icons = np.stack([np.full((16, 16, 3), i, np.uint8) for i in range(40)])
+    names, columns, per_sheet = tiles.write_sheets(icons, tmp_path, "level-8")
+    assert (columns, per_sheet) == (4, 16)
+    assert names == ["level-8.webp", "level-8-1.webp", "level-8-2.webp"]
+    from PIL import Image
+
+    last = np.asarray(Image.open(tmp_path / names[2]))
+    assert last.shape == (2 * 16, 4 * 16, 3)
+    # icon 37 is the 6th of the third sheet: row 1, column 1
+    assert abs(int(last[16 + 8, 16 + 8, 0]) - 37) <= 3
+
+
+def test_160_by_160_grid_of_80_px_icons_fits(tmp_path):
+    from generator.tiles import sheet_layout
+
+    columns, per_sheet = sheet_layout(160 * 160, 80)
+    assert columns * 80 <= 16383 and (per_sheet // columns) * 80 <= 16383

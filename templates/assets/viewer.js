@@ -49,13 +49,15 @@
     return img;
   };
 
-  Viewer.prototype.sheet = function (index) {
-    if (!this.sheets[index]) this.sheets[index] = this.loadImage(this.atlas.level_data[index].tile);
-    return this.sheets[index];
+  // Sheets load on first use, so a level's icons cost nothing until the view reaches it.
+  Viewer.prototype.sheet = function (index, number) {
+    var key = index + ":" + number;
+    if (!this.sheets[key]) this.sheets[key] = this.loadImage(this.atlas.level_data[index].tiles[number]);
+    return this.sheets[key];
   };
 
   Viewer.prototype.scale = function () {
-    return Math.min(this.width, this.height) * this.view.z;
+    return Math.min(this.width, this.height) * 0.96 * this.view.z; // a small margin round the atlas at z = 1
   };
 
   Viewer.prototype.levelIndex = function () {
@@ -96,34 +98,36 @@
     var corner = this.toScreen(0, 0);
     var index = this.levelIndex();
     var level = this.atlas.level_data[index];
-    var sheet = this.sheet(index);
-    if (!(sheet.complete && sheet.naturalWidth)) {
-      if (this.overview.complete && this.overview.naturalWidth) {
-        ctx.drawImage(this.overview, corner[0], corner[1], s, s);
-      }
-      this.setReadout(level, true);
-      return;
-    }
     var cellPx = s / level.size, icon = this.atlas.icon_px, gap = cellPx > 24 ? 1 : 0;
     var x0 = Math.max(0, Math.floor(-corner[0] / cellPx)), y0 = Math.max(0, Math.floor(-corner[1] / cellPx));
     var x1 = Math.min(level.size, Math.ceil((this.width - corner[0]) / cellPx));
     var y1 = Math.min(level.size, Math.ceil((this.height - corner[1]) / cellPx));
-    var map = this.lookup[index];
+    var map = this.lookup[index], visible = [], loading = false;
     for (var y = y0; y < y1; y++) {
       for (var x = x0; x < x1; x++) {
         var i = map[x + "," + y];
         if (i === undefined) continue;
-        var sx = (i % level.columns) * icon, sy = Math.floor(i / level.columns) * icon;
-        ctx.drawImage(sheet, sx, sy, icon, icon, corner[0] + x * cellPx + gap, corner[1] + y * cellPx + gap,
-          cellPx - 2 * gap, cellPx - 2 * gap);
+        var sheet = this.sheet(index, Math.floor(i / level.per_tile));
+        if (!(sheet.complete && sheet.naturalWidth)) loading = true;
+        visible.push([x, y, i, sheet]);
       }
     }
+    if (loading && this.overview.complete && this.overview.naturalWidth) {
+      ctx.drawImage(this.overview, corner[0], corner[1], s, s); // a small picture first, icons as they arrive
+    }
+    visible.forEach(function (v) {
+      if (!(v[3].complete && v[3].naturalWidth)) return;
+      var j = v[2] % level.per_tile;
+      var sx = (j % level.columns) * icon, sy = Math.floor(j / level.columns) * icon;
+      ctx.drawImage(v[3], sx, sy, icon, icon, corner[0] + v[0] * cellPx + gap, corner[1] + v[1] * cellPx + gap,
+        cellPx - 2 * gap, cellPx - 2 * gap);
+    });
     if (this.hover && this.hover.level === index) {
       ctx.strokeStyle = "#111";
       ctx.lineWidth = 2;
       ctx.strokeRect(corner[0] + this.hover.x * cellPx, corner[1] + this.hover.y * cellPx, cellPx, cellPx);
     }
-    this.setReadout(level, false);
+    this.setReadout(level, loading);
   };
 
   Viewer.prototype.setReadout = function (level, loading) {
