@@ -143,14 +143,12 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     i = cfg.icons
     settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
     total = sum(len(lv.cells) for lv in levels)
-    icons, fidelity = [], []
     with report.stage(f"Icons {layer}", total) as advance:
-        for level in levels:
-            a, f = render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                cache / "icons" / layer, advance)
-            icons.append(a)
-            fidelity.append(f)
-    return icons, fidelity
+        rendered = [render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
+                                 cache / "icons" / layer, advance) for level in levels]
+    fid = np.concatenate([r.fidelity for r in rendered])
+    report.note(f"icons {layer}: fidelity mean {fid.mean():.2f}, median {np.median(fid):.2f}, min {fid.min():.2f}")
+    return rendered
 
 
 def _check_out_dir(out: Path) -> None:
@@ -222,10 +220,10 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         lap("layout")
         levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache)
         lap("grid")
-        icons, fidelity = stage_icons(cfg, model, layer, levels, cache, report)
+        rendered = stage_icons(cfg, model, layer, levels, cache, report)
         lap("icons")
         count = store.read_meta(act_folders[layer])["count"]
-        atlases_raw.append((layer, count, levels, icons, fidelity))
+        atlases_raw.append((layer, count, levels, rendered))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
@@ -234,9 +232,8 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         data_dir = tmp / "data"
         data_dir.mkdir(parents=True)
         with report.stage("Tiles and site", None):
-            atlases = [write_atlas(data_dir, layer, model.spec, model.layer_shapes()[layer], count, levels,
-                                   icons, fidelity)
-                       for layer, count, levels, icons, fidelity in atlases_raw]
+            atlases = [write_atlas(data_dir, layer, model.spec, model.layer_shapes()[layer], count, levels, rendered)
+                       for layer, count, levels, rendered in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             build_info = {"config": describe(cfg), "images": len(plan.images), "crops": len(plan.crops),

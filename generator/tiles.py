@@ -75,28 +75,32 @@ def write_atlas(
     shape: tuple[int, ...],
     activations: int,
     levels: list[Level],
-    icons: list[np.ndarray],
-    fidelity: list[np.ndarray],
+    rendered: list,
 ) -> dict:
-    """Write one atlas's sheets, overview and data script; returns its manifest entry."""
+    """Write one atlas's sheets and overview; returns its manifest entry.
+
+    `rendered` holds one `RenderedIcons` per level; each cell's fidelity and final
+    objective go into the metadata, so a weak icon can be found.
+    """
     aid = atlas_id(layer)
     folder = data_dir / aid
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
-    for level, level_icons, level_fid in zip(levels, icons, fidelity):
-        names, columns, per_sheet = write_sheets(level_icons, folder, f"level-{level.size}")
-        cells = [{**cell, "fidelity": round(float(f), 3)} for cell, f in zip(level.cells, level_fid)]
+    for level, icons in zip(levels, rendered):
+        names, columns, per_sheet = write_sheets(icons.icons, folder, f"level-{level.size}")
+        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
+                 for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
         entries.append({"size": level.size, "tiles": [f"{aid}/{n}" for n in names], "columns": columns,
                         "per_tile": per_sheet, "cells": cells})
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
-    write_overview(levels[overview_level], icons[overview_level], folder / "overview.webp")
+    write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
     entry = {
         "id": aid,
         "model": model_spec,
         "layer": layer,
         "shape": list(shape),
         "activations": activations,
-        "icon_px": int(icons[0].shape[1]) if len(icons) else 0,
+        "icon_px": int(rendered[0].icons.shape[1]) if rendered else 0,
         "levels": [lv.size for lv in levels],
         "level_data": entries,
         "overview": f"{aid}/overview.webp",

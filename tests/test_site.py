@@ -66,8 +66,11 @@ def _tiny_atlas(data_dir, layer, names_count=3):
     rng = np.random.default_rng(0)
     levels = [Level(2, [{"x": 0, "y": 0, "count": 3, "top": [[1, 0.5]]}, {"x": 1, "y": 1, "count": 2, "top": [[0, 0.2]]}],
                     np.zeros((2, 4), np.float32))]
-    icons = [rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)]
-    return write_atlas(data_dir, layer, "tiny", (4, 3, 3), 5, levels, icons, [np.array([0.9, 0.8])])
+    from generator.icons import RenderedIcons
+
+    icons = RenderedIcons(rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), np.array([0.9, 0.8]),
+                          np.array([3.0, 2.0]))
+    return write_atlas(data_dir, layer, "tiny", (4, 3, 3), 5, levels, [icons])
 
 
 def test_site_escapes_hostile_names_and_references_only_existing_files(tmp_path):

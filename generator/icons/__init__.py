@@ -6,6 +6,6 @@ objectives  what is maximized (dot(a, v) * cossim(a, v) ** p at the centre)
 render      the optimization loop, batched across cells, and the fidelity check
 """
 
-from .render import RenderSettings, fidelity, render_icons
+from .render import RenderedIcons, RenderSettings, fidelity, render_icons
 
-__all__ = ["RenderSettings", "fidelity", "render_icons"]
+__all__ = ["RenderedIcons", "RenderSettings", "fidelity", "render_icons"]

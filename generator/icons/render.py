@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -39,18 +39,20 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _layer_fn(model: LoadedModel, layer: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def _layer_fn(model: LoadedModel, layer: str, device: torch.device,
+              bfloat16: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """Images in [0, 1] -> the layer's activations; the network stops at the layer.
 
     Channels-last memory makes the convolutions, depthwise ones above all, 1.3 to 1.5
-    times faster on the CPU (BENCHMARKS.md).
+    times faster on the CPU; `bfloat16` runs the network under autocast (BENCHMARKS.md).
     """
     net = model.net.to(device, memory_format=torch.channels_last)
     module = {layer: model.layer(layer)}
 
     def forward(images: torch.Tensor) -> torch.Tensor:
         x = model.normalize(images).contiguous(memory_format=torch.channels_last)
-        return capture(net, module, x)[layer]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            return capture(net, module, x)[layer].float()
 
     return forward
 
@@ -68,27 +70,55 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
     return cosine_at_centre(acts.float(), directions.to(device).float()).cpu()
 
 
-def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    generator = torch.Generator().manual_seed(seed)
-    count = len(directions)
-    unit = torch.nn.functional.normalize(directions.float(), dim=1).to(device)
-    targets = unit.repeat(s.tries, 1)
-    image = FourierImage(count * s.tries, s.size_px, generator).to(device)
+def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, s: RenderSettings,
+             generator: torch.Generator, device: torch.device,
+             observe: Callable[[int, FourierImage], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimize one image per unit direction in `targets` (N, C); returns the images and each one's last objective.
+
+    `observe(step, image)`, when given, is called after every step (benchmarks use it
+    to read fidelity along the way; time spent there is the caller's).
+    """
+    image = FourierImage(len(targets), s.size_px, generator).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=s.learning_rate)
-    for _ in range(s.steps):
+    objective = torch.zeros(len(targets))
+    for step in range(1, s.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         view = robust_transform(image(), generator)
-        objective = direction_objective(forward(view), targets, s.cossim_power)
+        objective = direction_objective(forward(view).float(), targets, s.cossim_power)
         (-objective.sum()).backward()
         optimizer.step()
+        if observe is not None:
+            observe(step, image)
     with torch.no_grad():
-        final = image()
+        return image(), objective.detach()
+
+
+def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
+                  device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    generator = torch.Generator().manual_seed(seed)
+    count = len(directions)
+    targets = torch.nn.functional.normalize(directions.float(), dim=1).to(device).repeat(s.tries, 1)
+    final, objective = optimize(forward, targets, s, generator, device)
     scores = fidelity(model, layer, final, targets, device).view(s.tries, count)
     best = scores.argmax(0)
-    chosen = final.view(s.tries, count, *final.shape[1:])[best, torch.arange(count)]
+    pick = (best, torch.arange(count))
+    chosen = final.view(s.tries, count, *final.shape[1:])[pick]
     icons = (chosen.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
-    return icons, scores.max(0).values.numpy().astype(np.float32)
+    return icons, scores[pick].numpy().astype(np.float32), objective.cpu().view(s.tries, count)[pick].numpy()
+
+
+class RenderedIcons(NamedTuple):
+    icons: np.ndarray  # (M, S, S, 3) uint8
+    fidelity: np.ndarray  # (M,) float32: cosine of direction and the untransformed icon's centre activation
+    objective: np.ndarray  # (M,) float32: the objective at the last step
+
+    def stats(self) -> dict[str, float]:
+        """Mean, median and minimum fidelity, and the mean final objective: how good a batch is."""
+        if not len(self.fidelity):
+            return {"count": 0}
+        return {"count": len(self.fidelity), "fidelity_mean": float(np.mean(self.fidelity)),
+                "fidelity_median": float(np.median(self.fidelity)), "fidelity_min": float(np.min(self.fidelity)),
+                "objective_mean": float(np.mean(self.objective))}
 
 
 def render_icons(
@@ -100,8 +130,8 @@ def render_icons(
     device: str = "auto",
     cache_dir: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Icons (M, S, S, 3) uint8 and their fidelity (M,) for directions (M, C).
+) -> RenderedIcons:
+    """Icons, their fidelity and final objective for directions (M, C).
 
     Each icon starts from seeded noise and follows Adam on the direction objective
     through random transforms; of `tries` starts, the one whose untransformed
@@ -112,7 +142,7 @@ def render_icons(
     for p in model.net.parameters():
         p.requires_grad_(False)
     forward = _layer_fn(model, layer, dev)
-    icons, scores = [], []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     settings_key = asdict(settings)
     for start in range(0, len(directions), settings.batch_size):
         batch = np.ascontiguousarray(directions[start:start + settings.batch_size], dtype=np.float32)
@@ -120,21 +150,18 @@ def render_icons(
         path = cache_dir / f"{key}.npz" if cache_dir else None
         if path is not None and path.is_file():
             with np.load(path) as saved:
-                icons.append(saved["icons"])
-                scores.append(saved["fidelity"])
-            progress(len(batch))
-            continue
-        batch_seed = int(key[:15], 16)
-        result = _render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, icons=result[0], fidelity=result[1])
-            tmp.replace(path)
-        icons.append(result[0])
-        scores.append(result[1])
+                parts.append((saved["icons"], saved["fidelity"], saved["objective"]))
+        else:
+            batch_seed = int(key[:15], 16)
+            parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, icons=parts[-1][0], fidelity=parts[-1][1], objective=parts[-1][2])
+                tmp.replace(path)
         progress(len(batch))
-    if not icons:
-        return np.zeros((0, settings.size_px, settings.size_px, 3), np.uint8), np.zeros(0, np.float32)
     model.net.to("cpu", memory_format=torch.contiguous_format)
-    return np.concatenate(icons), np.concatenate(scores)
+    if not parts:
+        size = settings.size_px
+        return RenderedIcons(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    return RenderedIcons(*(np.concatenate([p[i] for p in parts]) for i in range(3)))

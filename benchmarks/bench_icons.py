@@ -1,0 +1,174 @@
+"""The icon renderer against a straightforward port of Lucid's recipe: speed and fidelity, one run.
+
+    python benchmarks/bench_icons.py            # print the table
+    python benchmarks/bench_icons.py --write    # also update BENCHMARKS.md and docs/contact-sheet.png
+
+Both render the same 32 real directions (cells of the default atlas's 16 x 16 level at
+blocks.4, from the embedded photographs) at 80 px for 256 steps, one after the other in
+one process. Fidelity (the cosine between a direction and the centre activation of its
+untransformed icon) is read every 8 steps; that reading is not counted in the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from baseline_render import baseline_render  # noqa: E402
+from bench_build import machine  # noqa: E402
+
+from generator.icons.render import RenderSettings, _layer_fn, fidelity, optimize  # noqa: E402
+
+CHECKPOINTS = (32, 64, 128, 256)
+MARK_START, MARK_END = "<!-- icons:start -->", "<!-- icons:end -->"
+
+
+def atlas_directions(layer: str, count: int, cache: str) -> np.ndarray:
+    """`count` cell directions spread over the 16 x 16 level of the default atlas."""
+    from generator.config import load_config
+    from generator.models import load_model
+    from generator.pipeline import stage_activations, stage_grid, stage_images, stage_layout
+    from generator.progress import Reporter
+
+    cfg = load_config(None, {"cache": cache, "collect": {"layers": [layer]}})
+    model = load_model(cfg.model.name)
+    report = Reporter()
+    plan, key = stage_images(cfg, cfg.path(cfg.cache), report)
+    acts = stage_activations(cfg, model, [layer], plan, key, cfg.path(cfg.cache), report)[layer]
+    layout = stage_layout(cfg, layer, acts, cfg.path(cfg.cache), report)
+    levels = stage_grid(cfg, layer, acts, layout, cfg.path(cfg.cache))
+    level = next(lv for lv in levels if lv.size == 16)
+    pick = np.linspace(0, len(level.cells) - 1, count).round().astype(int)
+    return level.directions[pick]
+
+
+class Recorder:
+    """Fidelity every `every` steps, with the wall time spent optimizing up to each (reading excluded)."""
+
+    def __init__(self, model, layer, targets, every=8):
+        self.model, self.layer, self.targets, self.every = model, layer, targets, every
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+        self.rows: list[tuple[int, float, float]] = []  # step, seconds, mean fidelity
+        self.images: dict[int, torch.Tensor] = {}
+
+    def __call__(self, step, images):
+        if step % self.every:
+            return
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            current = images() if callable(images) else images
+            fid = fidelity(self.model, self.layer, current.detach(), self.targets)
+        self.rows.append((step, t0 - self.start - self.excluded, float(fid.mean())))
+        if step in CHECKPOINTS:
+            self.images[step] = current.detach().clone()
+            self.fid_at = getattr(self, "fid_at", {})
+            self.fid_at[step] = fid.numpy()
+        self.excluded += time.perf_counter() - t0
+
+    def seconds_at(self, step):
+        return next(s for st, s, _ in self.rows if st == step)
+
+    def first_reaching(self, target):
+        return next(((st, s) for st, s, f in self.rows if f >= target), (None, None))
+
+
+def contact_sheet(rows: list[tuple[str, torch.Tensor, np.ndarray]], path: Path, per_row: int = 16) -> None:
+    """Icons in rows, one row per method, each icon with its fidelity written under it."""
+    size = rows[0][1].shape[-1]
+    label_h, title_w = 14, 150
+    width = title_w + per_row * (size + 4)
+    height = len(rows) * (size + label_h + 8)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, images, fid) in enumerate(rows):
+        y = r * (size + label_h + 8) + 4
+        draw.text((4, y + size // 2 - 6), title, fill="black")
+        arrays = (images[:per_row].permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        for i, icon in enumerate(arrays):
+            x = title_w + i * (size + 4)
+            sheet.paste(Image.fromarray(icon), (x, y))
+            draw.text((x + 2, y + size + 1), f"{fid[i]:.2f}", fill="black")
+    sheet.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layer", default="blocks.4")
+    parser.add_argument("--size", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--cache", default=str(ROOT / ".atlas-cache"))
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    directions = torch.from_numpy(atlas_directions(args.layer, args.batch, args.cache))
+    targets = torch.nn.functional.normalize(directions, dim=1)
+
+    base = Recorder(model, args.layer, targets)
+    baseline_render(model, args.layer, directions, args.size, args.steps, seed=0, observe=base)
+    model.net.to(memory_format=torch.contiguous_format)
+
+    ours = Recorder(model, args.layer, targets)
+    settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=args.batch)
+    forward = _layer_fn(model, args.layer, torch.device("cpu"))
+    ours.start = time.perf_counter()
+    optimize(forward, targets, settings, torch.Generator().manual_seed(0), torch.device("cpu"), observe=ours)
+    model.net.to(memory_format=torch.contiguous_format)
+
+    icon_steps = args.batch * args.steps
+    rate_base = icon_steps / base.seconds_at(args.steps)
+    rate_ours = icon_steps / ours.seconds_at(args.steps)
+    target = dict((st, f) for st, _, f in base.rows)[128]
+    reach_step, reach_s = ours.first_reaching(target)
+    lines = [
+        f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px, batch {args.batch}, {args.steps} steps, 32 "
+        f"directions from the default atlas; {machine()}; command: `python benchmarks/bench_icons.py --write`.",
+        "",
+        "| | baseline (Lucid recipe, plain port) | ours | ratio |",
+        "|---|---|---|---|",
+        f"| icon-steps per second | {rate_base:.0f} | {rate_ours:.0f} | **{rate_ours / rate_base:.2f}x** |",
+    ]
+    for step in CHECKPOINTS:
+        fb, fo = base.fid_at[step], ours.fid_at[step]
+        lines.append(f"| fidelity after {step} steps (mean / median / min) | {fb.mean():.3f} / {np.median(fb):.3f} / "
+                     f"{fb.min():.3f} | {fo.mean():.3f} / {np.median(fo):.3f} / {fo.min():.3f} | |")
+    reach = f"{reach_s:.1f} s ({reach_step} steps)" if reach_step else "not reached"
+    lines.append(f"| time to the baseline's 128-step mean fidelity ({target:.3f}) | {base.seconds_at(128):.1f} s "
+                 f"(128 steps) | {reach} | "
+                 f"{'**%.2fx**' % (base.seconds_at(128) / reach_s) if reach_step else ''} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        sheet = ROOT / "docs" / "contact-sheet.png"
+        sheet.parent.mkdir(exist_ok=True)
+        contact_sheet([(f"baseline, {s} steps", base.images[s], base.fid_at[s]) for s in (128, 256)]
+                      + [(f"ours, {s} steps", ours.images[s], ours.fid_at[s]) for s in (128, 256)], sheet)
+        text += "\n\n![Contact sheet: the first 16 icons of each run, fidelity under each](docs/contact-sheet.png)"
+        path = ROOT / "BENCHMARKS.md"
+        current = path.read_text()
+        block = f"{MARK_START}\n{text}\n{MARK_END}"
+        if MARK_START in current:
+            current = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _m: block, current, flags=re.S)
+        else:
+            current += f"\n## Icon renderer against the baseline\n\n{block}\n"
+        path.write_text(current)
+
+
+if __name__ == "__main__":
+    main()
