@@ -83,3 +83,52 @@ def test_cuda_path_renders_good_icons(tiny_model, image_dir):
     directions = _real_directions(tiny_model, "features.4", image_dir)
     icons, fid, _ = render_icons(tiny_model, "features.4", directions, RenderSettings(32, 48), device="cuda")
     assert icons.shape == (4, 32, 32, 3) and fid.mean() > 0.5
+
+
+def test_folding_batch_norms_keeps_the_layer_output():
+    from torch import nn
+
+    from generator.collect import capture
+    from generator.icons.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, groups=8, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+    for bn in (net[1], net[4], net[7]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+    net.eval()
+    x = torch.randn(2, 3, 12, 12)
+    folded = fold_batchnorm(net, "6", x)
+    assert isinstance(folded[1], nn.Identity) and isinstance(folded[4], nn.Identity)
+    assert isinstance(net[1], nn.BatchNorm2d)  # the original is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(capture(folded, {"6": folded[6]}, x)["6"], capture(net, {"6": net[6]}, x)["6"],
+                                   rtol=1e-4, atol=1e-5)
+    # A conv output that also feeds something else cannot be folded: the check falls back.
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.out = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.Identity()
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.out(self.bn(h) + h)
+
+    branch = Branch().eval()
+    branch.bn.running_mean.fill_(3.0)
+    assert fold_batchnorm(branch, "out", x) is branch
+
+
+def test_default_model_folds():
+    from generator.icons.fold import fold_batchnorm
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    x = model.normalize(torch.rand(1, 3, 64, 64))
+    folded = fold_batchnorm(model.net, "blocks.4", x)
+    assert folded is not model.net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.blocks[:5].modules())
