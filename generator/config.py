@@ -56,7 +56,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class IconsConfig:
-    size_px: int = 48
+    size_px: int = 80
     steps: int = 128
     tries: int = 1
     batch_size: int = 32
