@@ -105,3 +105,25 @@ def test_same_seed_same_icons(tiny_config, tmp_path):
     cells_b = [lv["cells"] for lv in b.manifest["atlases"][1]["level_data"]]
     assert cells_a == cells_b
     assert np.isfinite([c["fidelity"] for c in cells_a[0]]).all()
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tiny_config, monkeypatch):
+    cfg = tiny_config(icons={"batch_size": 4})
+    original = render_module._render_batch
+    done = []
+
+    def dies_on_the_third(*args):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(render_module, "_render_batch", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build(cfg)
+    assert not cfg.path(cfg.out).exists()  # no half-built site
+    rendered = []
+    monkeypatch.setattr(render_module, "_render_batch", lambda *a: rendered.append(1) or original(*a))
+    result = pipeline.build(cfg)
+    total_batches = sum(-(-len(lv["cells"]) // 4) for a in result.manifest["atlases"] for lv in a["level_data"])
+    assert len(rendered) == total_batches - 2  # the two finished batches came from the cache
