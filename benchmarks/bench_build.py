@@ -77,15 +77,19 @@ def main() -> None:
             f"command: `python benchmarks/bench_build.py --write`.\n\n{table(rows)}")
     print(text)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        current = path.read_text() if path.exists() else "# Benchmarks\n"
-        block = f"{MARK_START}\n{text}\n{MARK_END}"
-        if MARK_START in current:
-            current = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _m: block, current, flags=re.S)
-        else:
-            current += f"\n## Build stages\n\n{block}\n"
-        path.write_text(current)
+        write_section("Build stages", MARK_START, MARK_END, text)
 
+
+def write_section(title: str, start: str, end: str, text: str) -> None:
+    """Put `text` between the markers `start` and `end` of BENCHMARKS.md, adding a section if they are absent."""
+    path = ROOT / "BENCHMARKS.md"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in current:
+        current = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: block, current, flags=re.S)
+    else:
+        current += f"\n## {title}\n\n{block}\n"
+    path.write_text(current)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ short runs of each, alternating, so that noise on a shared machine hits both ali
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baseline_render import baseline_render  # noqa: E402
-from bench_build import machine  # noqa: E402
+from bench_build import machine, write_section  # noqa: E402
 
 from generator.icons.render import RenderSettings, _layer_fn, fidelity, optimize  # noqa: E402
 
@@ -163,14 +162,7 @@ def main() -> None:
         contact_sheet([(f"baseline, {s} steps", base.images[s], base.fid_at[s]) for s in (128, 256)]
                       + [(f"ours, {s} steps", ours.images[s], ours.fid_at[s]) for s in (128, 256)], sheet)
         text += "\n\n![Contact sheet: the first 16 icons of each run, fidelity under each](docs/contact-sheet.png)"
-        path = ROOT / "BENCHMARKS.md"
-        current = path.read_text()
-        block = f"{MARK_START}\n{text}\n{MARK_END}"
-        if MARK_START in current:
-            current = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _m: block, current, flags=re.S)
-        else:
-            current += f"\n## Icon renderer against the baseline\n\n{block}\n"
-        path.write_text(current)
+        write_section("Icon renderer against the baseline", MARK_START, MARK_END, text)
 
 
 if __name__ == "__main__":
