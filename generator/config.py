@@ -62,6 +62,7 @@ class IconsConfig:
     batch_size: int = 32
     learning_rate: float = 0.05
     cossim_power: float = 2.0
+    warm_start: bool = True  # start each finer level's icons from their parent cells' icons
     device: str = "auto"
 
 

@@ -58,3 +58,11 @@ def bin_level(
 
 def bin_grid(xy, vectors, attributions, levels, min_count: int, top: int) -> list[Level]:
     return [bin_level(xy, vectors, attributions, n, min_count, top) for n in levels]
+
+
+def parent_cells(fine: Level, coarse: Level) -> np.ndarray:
+    """For each cell of `fine`, the index of the `coarse` cell holding its centre, or -1 if that cell was dropped."""
+    index = {(c["x"], c["y"]): i for i, c in enumerate(coarse.cells)}
+    ratio = coarse.size / fine.size
+    return np.array([index.get((int((c["x"] + 0.5) * ratio), int((c["y"] + 0.5) * ratio)), -1)
+                     for c in fine.cells], dtype=np.int64)

@@ -137,15 +137,27 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
 
 
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report):
-    """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py)."""
+    """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
+
+    With `icons.warm_start`, each level after the first starts every icon from the icon
+    of its parent cell in the level before, and needs fewer steps for the same fidelity.
+    """
+    from .grid import parent_cells
     from .icons import RenderSettings, render_icons
 
     i = cfg.icons
     settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
     total = sum(len(lv.cells) for lv in levels)
+    rendered = []
     with report.stage(f"Icons {layer}", total) as advance:
-        rendered = [render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                 cache / "icons" / layer, advance) for level in levels]
+        for k, level in enumerate(levels):
+            start = has_start = None
+            if i.warm_start and k > 0 and len(rendered[-1].icons):
+                parents = parent_cells(level, levels[k - 1])
+                has_start = parents >= 0
+                start = rendered[-1].icons[np.maximum(parents, 0)]
+            rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
+                                         cache / "icons" / layer, advance, start, has_start))
     fid = np.concatenate([r.fidelity for r in rendered])
     report.note(f"icons {layer}: fidelity mean {fid.mean():.2f}, median {np.median(fid):.2f}, min {fid.min():.2f}")
     return rendered
@@ -206,7 +218,11 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     for layer in layers:
         model.layer(layer)  # fail now, naming the closest layers, not after minutes of work
     i = cfg.icons
-    report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps, {i.tries} tr{'y' if i.tries == 1 else 'ies'}; "
+    from .icons import RenderSettings
+
+    warm = f" ({round(i.steps * RenderSettings.warm_fraction)} when warm-started)" if i.warm_start else ""
+    report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps{warm}, "
+                f"{i.tries} tr{'y' if i.tries == 1 else 'ies'}; "
                 f"layers {', '.join(layers)}; levels {', '.join(map(str, cfg.grid.levels))}")
     lap("model")
     plan, images_key = stage_images(cfg, cache, report)

@@ -32,7 +32,7 @@ def quick_site(tmp_path_factory):
 
 def test_quick_build_output_tree_and_manifest(quick_site):
     site, log = quick_site
-    assert "preset quick: icons 40 px, 32 steps, 1 try" in log
+    assert "preset quick: icons 40 px, 32 steps (24 when warm-started), 1 try" in log
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     assert manifest["schema"] == 1 and len(manifest["classes"]) == 1000
     assert len(manifest["atlases"]) >= 2

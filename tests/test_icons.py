@@ -132,3 +132,29 @@ def test_default_model_folds():
     folded = fold_batchnorm(model.net, "blocks.4", x)
     assert folded is not model.net
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.blocks[:5].modules())
+
+
+def test_starting_from_a_parent_icon_gets_there_sooner(tmp_path, tiny_model, image_dir, monkeypatch):
+    layer = "features.2"
+    directions = _real_directions(tiny_model, layer, image_dir)
+    good = render_icons(tiny_model, layer, directions, RenderSettings(size_px=32, steps=48), seed=0)
+    few = RenderSettings(size_px=32, steps=6, warm_fraction=1.0)
+    cold = render_icons(tiny_model, layer, directions, few, seed=1)
+    has = np.array([True, True, False, True])
+    warm = render_icons(tiny_model, layer, directions, few, seed=1, start=good.icons, has_start=has,
+                        cache_dir=tmp_path)
+    assert warm.fidelity[has].mean() > cold.fidelity[has].mean() + 0.05
+    # The cache tells starts apart: another start renders again, the same start does not.
+    calls = []
+    original = render_module._render_batch
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(render_module, "_render_batch", counting)
+    render_icons(tiny_model, layer, directions, few, seed=1, start=good.icons, has_start=has, cache_dir=tmp_path)
+    assert calls == []
+    render_icons(tiny_model, layer, directions, few, seed=1, start=good.icons[::-1].copy(), has_start=has,
+                 cache_dir=tmp_path)
+    assert calls == [1]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from generator.grid import bin_level
+from generator.grid import Level, bin_level, parent_cells
 from generator.layout import fit_layout, normalize_layout
 
 
@@ -47,3 +47,9 @@ def test_grid_cells_hold_means_counts_and_top_classes():
     sparse = bin_level(xy, vectors, attributions, size=2, min_count=2, top=2)
     assert [c["count"] for c in sparse.cells] == [3]
     assert len(sparse.directions) == 1
+
+
+def test_each_cell_finds_the_coarser_cell_holding_its_centre():
+    coarse = Level(2, [{"x": 0, "y": 0}, {"x": 1, "y": 1}], np.zeros((2, 1)))
+    fine = Level(4, [{"x": 0, "y": 1}, {"x": 3, "y": 2}, {"x": 3, "y": 0}], np.zeros((3, 1)))
+    assert parent_cells(fine, coarse).tolist() == [0, 1, -1]  # (3, 0) lies in the dropped cell (1, 0)

@@ -35,6 +35,14 @@ class FourierImage(torch.nn.Module):
         self.register_buffer("scale", frequency_scale(size))
         self.register_buffer("color", _COLOR_SQRT_NORMED.clone())
 
+    @torch.no_grad()
+    def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
+        """Set the images at `rows` to `images` (K, 3, S, S) in [0, 1], by running the parameterization backwards."""
+        logits = torch.logit(images.float().clamp(1 / 512, 1 - 1 / 512))
+        spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(self.color)) * 4.0
+        spectrum = torch.fft.rfft2(spatial) / self.scale
+        self.spectrum[rows] = torch.view_as_real(spectrum).to(self.spectrum.dtype)
+
     def forward(self) -> torch.Tensor:
         """(count, 3, size, size) in [0, 1]."""
         spectrum = torch.view_as_complex(self.spectrum) * self.scale

@@ -32,6 +32,9 @@ class RenderSettings:
     learning_rate: float = 0.05
     cossim_power: float = 2.0
     batch_size: int = 32
+    # Icons started from their parent cell's icon reach the fidelity of a cold start in
+    # about three quarters of the steps (BENCHMARKS.md), so they run that many.
+    warm_fraction: float = 0.75
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -74,16 +77,22 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
 
 def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, s: RenderSettings,
              generator: torch.Generator, device: torch.device,
-             observe: Callable[[int, FourierImage], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             observe: Callable[[int, FourierImage], None] | None = None,
+             start: tuple[torch.Tensor, torch.Tensor] | None = None,
+             steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimize one image per unit direction in `targets` (N, C); returns the images and each one's last objective.
 
-    `observe(step, image)`, when given, is called after every step (benchmarks use it
-    to read fidelity along the way; time spent there is the caller's).
+    Images start from seeded noise, except rows `start[0]`, which start from the images
+    `start[1]` (K, 3, S, S). `observe(step, image)`, when given, is called after every
+    step (benchmarks use it to read fidelity along the way; time spent there is the caller's).
     """
-    image = FourierImage(len(targets), s.size_px, generator).to(device)
+    image = FourierImage(len(targets), s.size_px, generator)
+    if start is not None:
+        image.start_from(*start)
+    image = image.to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=s.learning_rate)
     objective = torch.zeros(len(targets))
-    for step in range(1, s.steps + 1):
+    for step in range(1, (steps or s.steps) + 1):
         optimizer.zero_grad(set_to_none=True)
         view = robust_transform(image(), generator)
         objective = direction_objective(forward(view).float(), targets, s.cossim_power)
@@ -96,11 +105,19 @@ def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
 
 
 def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  device: torch.device, start: np.ndarray | None = None,
+                  has_start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
     count = len(directions)
     targets = torch.nn.functional.normalize(directions.float(), dim=1).to(device).repeat(s.tries, 1)
-    final, objective = optimize(forward, targets, s, generator, device)
+    steps, begin = s.steps, None
+    if has_start is not None and has_start.any():
+        rows = torch.from_numpy(np.flatnonzero(np.tile(has_start, s.tries)))
+        images = torch.from_numpy(np.tile(start[has_start], (s.tries, 1, 1, 1))).permute(0, 3, 1, 2).float() / 255
+        begin = (rows, images)
+        if has_start.all():
+            steps = max(1, round(s.steps * s.warm_fraction))
+    final, objective = optimize(forward, targets, s, generator, device, start=begin, steps=steps)
     scores = fidelity(model, layer, final, targets, device, forward).view(s.tries, count)
     best = scores.argmax(0)
     pick = (best, torch.arange(count))
@@ -132,13 +149,16 @@ def render_icons(
     device: str = "auto",
     cache_dir: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    start: np.ndarray | None = None,
+    has_start: np.ndarray | None = None,
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
-    Each icon starts from seeded noise and follows Adam on the direction objective
-    through random transforms; of `tries` starts, the one whose untransformed
-    icon points closest to the direction is kept. `progress` is called with
-    the number of icons finished.
+    Each icon starts from seeded noise, or from `start[i]` (an (S, S, 3) uint8 icon,
+    its parent cell's) where `has_start[i]`, and follows Adam on the direction objective
+    through random transforms; of `tries` starts, the one whose untransformed icon
+    points closest to the direction is kept. `progress` is called with the number of
+    icons finished.
     """
     dev = pick_device(device)
     for p in model.net.parameters():
@@ -146,16 +166,22 @@ def render_icons(
     forward = _layer_fn(model, layer, dev)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     settings_key = asdict(settings)
-    for start in range(0, len(directions), settings.batch_size):
-        batch = np.ascontiguousarray(directions[start:start + settings.batch_size], dtype=np.float32)
-        key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch))
+    for first in range(0, len(directions), settings.batch_size):
+        rows = slice(first, first + settings.batch_size)
+        batch = np.ascontiguousarray(directions[rows], dtype=np.float32)
+        batch_start = np.ascontiguousarray(start[rows]) if start is not None else None
+        batch_has = np.asarray(has_start[rows], bool) if has_start is not None else None
+        warm = batch_has is not None and batch_has.any()
+        starts = array_digest(batch_has) + array_digest(batch_start[batch_has]) if warm else ""
+        key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts)
         path = cache_dir / f"{key}.npz" if cache_dir else None
         if path is not None and path.is_file():
             with np.load(path) as saved:
                 parts.append((saved["icons"], saved["fidelity"], saved["objective"]))
         else:
             batch_seed = int(key[:15], 16)
-            parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev))
+            parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev,
+                                       batch_start, batch_has))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
