@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .errors import AtlasError
 
@@ -81,7 +81,6 @@ def open_rgb(path: Path | str) -> Image.Image:
     """The image at `path` as RGB; raises OSError or ValueError for files that are not readable images."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # EXIF and decompression warnings are not the user's problem here
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
         with Image.open(path) as image:
             image.load()
             return to_rgb(image)

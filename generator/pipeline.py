@@ -31,7 +31,6 @@ class BuildResult:
     out_dir: Path
     manifest: dict
     timings: dict[str, float] = field(default_factory=dict)
-    rendered_icons: int = 0
 
 
 def _file_stamps(paths: list[Path]) -> list:
@@ -143,7 +142,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     of its parent cell in the level before, and needs fewer steps for the same fidelity.
     """
     from .grid import parent_cells
-    from .icons import RenderSettings, render_icons
+    from .icons import RenderedIcons, RenderSettings, render_icons
 
     i = cfg.icons
     settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
@@ -158,8 +157,9 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 start = rendered[-1].icons[np.maximum(parents, 0)]
             rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
                                          cache / "icons" / layer, advance, start, has_start))
-    fid = np.concatenate([r.fidelity for r in rendered])
-    report.note(f"icons {layer}: fidelity mean {fid.mean():.2f}, median {np.median(fid):.2f}, min {fid.min():.2f}")
+    stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
+    report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
+                f"min {stats['fidelity_min']:.2f}")
     return rendered
 
 
