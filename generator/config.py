@@ -59,7 +59,7 @@ class IconsConfig:
     size_px: int = 80
     steps: int = 128
     tries: int = 1
-    batch_size: int = 32
+    batch_size: int = 0  # 0: chosen from the device's memory
     learning_rate: float = 0.05
     cossim_power: float = 2.0
     warm_start: bool = True  # start each finer level's icons from their parent cells' icons
@@ -101,14 +101,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "collect": {"positions_per_image": 4},
         "layout": {"n_neighbors": 15},
         "grid": {"levels": [4, 8, 16], "min_count": 2},
-        "icons": {"size_px": 40, "steps": 32, "batch_size": 32},
+        "icons": {"size_px": 40, "steps": 32},
     },
     "default": {},
     "full": {
         "images": {"default_crops": 4000},
         "collect": {"positions_per_image": 8},
         "grid": {"levels": [20, 40, 80, 160], "min_count": 3},
-        "icons": {"size_px": 80, "steps": 512, "tries": 2, "batch_size": 64},
+        "icons": {"size_px": 80, "steps": 512, "tries": 2},
     },
 }
 
@@ -154,7 +154,7 @@ def _check(cfg: Config) -> list[str]:
     need(16 <= i.size_px <= 512, "icons.size_px", i.size_px, "must be 16 to 512")
     need(1 <= i.steps <= 10000, "icons.steps", i.steps, "must be 1 to 10000")
     need(1 <= i.tries <= 16, "icons.tries", i.tries, "must be 1 to 16")
-    need(i.batch_size >= 1, "icons.batch_size", i.batch_size, "must be >= 1")
+    need(i.batch_size >= 0, "icons.batch_size", i.batch_size, "must be >= 1, or 0 to choose from the device's memory")
     need(0 < i.learning_rate <= 1, "icons.learning_rate", i.learning_rate, "must be > 0 and <= 1")
     need(0 <= i.cossim_power <= 8, "icons.cossim_power", i.cossim_power, "must be 0 to 8")
     return problems

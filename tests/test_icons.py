@@ -158,3 +158,30 @@ def test_starting_from_a_parent_icon_gets_there_sooner(tmp_path, tiny_model, ima
     render_icons(tiny_model, layer, directions, few, seed=1, start=good.icons[::-1].copy(), has_start=has,
                  cache_dir=tmp_path)
     assert calls == [1]
+
+
+def test_batch_size_follows_the_device_memory(tiny_model, monkeypatch):
+    from generator.icons import memory
+    from generator.icons.render import _layer_fn
+
+    device = torch.device("cpu")
+    forward = _layer_fn(tiny_model, "features.2", device)
+    per_icon = memory.bytes_per_icon(forward, 32, device)
+    # The probe counts at least the input and the layer's output of one icon.
+    assert per_icon > 4 * 3 * 32 * 32
+    assert memory.bytes_per_icon(forward, 64, device) > 3 * per_icon
+    assert memory.auto_batch_size(forward, 32, 1, device) == memory.CAPS["cpu"]  # plenty of memory here
+    monkeypatch.setattr(memory, "total_memory", lambda d: int(per_icon * 10 / memory.MEMORY_SHARE))
+    assert memory.auto_batch_size(forward, 32, 1, device) == 10
+    assert memory.auto_batch_size(forward, 32, 2, device) == 5  # each try is an image in the batch
+    monkeypatch.setattr(memory, "total_memory", lambda d: 1)
+    assert memory.auto_batch_size(forward, 32, 1, device) == 1
+
+
+def test_auto_batch_renders_like_an_explicit_one(tiny_model, image_dir):
+    from generator.icons.memory import CAPS
+
+    directions = _real_directions(tiny_model, "features.2", image_dir, 3)
+    auto = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=0), seed=1)
+    fixed = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=CAPS["cpu"]), seed=1)
+    assert auto.icons.tobytes() == fixed.icons.tobytes()

@@ -8,7 +8,7 @@ rendered twice and an interrupted build resumes at the first missing batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -19,6 +19,7 @@ from ..collect import capture
 from ..models import LoadedModel
 from ..store import array_digest, make_key
 from .fold import fold_batchnorm
+from .memory import auto_batch_size
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
 from .transform import robust_transform
@@ -31,7 +32,7 @@ class RenderSettings:
     tries: int = 1
     learning_rate: float = 0.05
     cossim_power: float = 2.0
-    batch_size: int = 32
+    batch_size: int = 0  # 0: from the device's memory (memory.py)
     # Icons started from their parent cell's icon reach the fidelity of a cold start in
     # about three quarters of the steps (BENCHMARKS.md), so they run that many.
     warm_fraction: float = 0.75
@@ -52,6 +53,11 @@ def _layer_fn(model: LoadedModel, layer: str, device: torch.device) -> Callable[
     example = model.normalize(torch.rand(2, 3, model.input_size, model.input_size,
                                          generator=torch.Generator().manual_seed(0)))
     net = fold_batchnorm(model.net, layer, example).to(device, memory_format=torch.channels_last)
+    for m in net.modules():
+        # An in-place activation on a channels-last tensor that autograd tracks copies its
+        # result back: out of place, a step is a few per cent faster.
+        if getattr(m, "inplace", False):
+            m.inplace = False
     module = {layer: net.get_submodule(layer)}
 
     def forward(images: torch.Tensor) -> torch.Tensor:
@@ -164,6 +170,8 @@ def render_icons(
     for p in model.net.parameters():
         p.requires_grad_(False)
     forward = _layer_fn(model, layer, dev)
+    if not settings.batch_size:
+        settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, dev))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     settings_key = asdict(settings)
     for first in range(0, len(directions), settings.batch_size):

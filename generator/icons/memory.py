@@ -1,0 +1,59 @@
+"""How many icons go in one optimization batch: a probe of one icon's memory against the device's.
+
+The largest memory of a step is what autograd keeps for the backward pass, so a
+forward pass of two probe images under a saved-tensors hook measures it per icon.
+The batch takes a share of the device's total memory (not its free memory, which
+changes from run to run: the batch size decides which icons share a random stream,
+so it must be the same on every run on the same device), up to a cap where larger
+batches stop paying (BENCHMARKS.md: on a 2-core CPU, 32 runs faster per icon than
+16 or 64).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+MEMORY_SHARE = 0.25
+# Gradients and temporaries of the backward pass, on top of the saved tensors.
+OVERHEAD = 2.0
+CAPS = {"cpu": 32, "cuda": 128}
+
+
+def total_memory(device: torch.device) -> int:
+    """Bytes of memory on `device`: the card's for CUDA, physical RAM (or the cgroup limit) for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def bytes_per_icon(forward: Callable[[torch.Tensor], torch.Tensor], size_px: int, device: torch.device) -> int:
+    """Memory one icon's optimization step needs, from the tensors a probe forward pass saves."""
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    probe = torch.full((2, 3, size_px, size_px), 0.5, device=device, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(probe)
+    return int(saved / 2 * OVERHEAD) + 1
+
+
+def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], size_px: int, tries: int,
+                    device: torch.device) -> int:
+    """Directions per batch on `device`; each is optimized `tries` times in the same batch."""
+    per_icon = bytes_per_icon(forward, size_px, device) * tries
+    fits = int(total_memory(device) * MEMORY_SHARE // per_icon)
+    return max(1, min(CAPS.get(device.type, 32), fits))
