@@ -3,6 +3,8 @@
 Artifact per layer, in `<cache>/grid/<layer>/`:
   cells.json       {"levels": [{"size": n, "cells": [{"x", "y", "count", "top": [[class, score], ...]}]}]}
   directions.npy   (M, C) float32, the mean activation of every cell of every level, in cell order
+  scores.npy       (M, K) float16, every cell's mean attribution to each of the K classes (the
+                   viewer's class filter fades icons by it)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Level:
     size: int  # cells across
     cells: list[dict]  # x, y (column, row from the top left), count, top
     directions: np.ndarray  # (len(cells), C) float32
+    scores: np.ndarray  # (len(cells), classes) float16: mean attribution to every class
 
 
 def bin_level(
@@ -53,7 +56,7 @@ def bin_level(
             "x": int(cell % size), "y": int(cell // size), "count": int(counts[cell]),
             "top": [[int(k), round(float(scores[i, k]), 4)] for k in best],
         })
-    return Level(size, cells, sums.astype(np.float32))
+    return Level(size, cells, sums.astype(np.float32), scores.astype(np.float16))
 
 
 def bin_grid(xy, vectors, attributions, levels, min_count: int, top: int) -> list[Level]:

@@ -108,17 +108,19 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
 
 
 def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path) -> list[Level]:
-    """cells.json and directions.npy: every level's cells and their mean activations."""
+    """cells.json, directions.npy and scores.npy: every level's cells, mean activations and class scores."""
     g = cfg.grid
-    key = store.make_key("grid", layout_folder.name, act_folder.name, asdict(g))
+    # 2: scores.npy joined the artifact
+    key = store.make_key("grid", 2, layout_folder.name, act_folder.name, asdict(g))
     folder = cache / "grid" / key
     if store.is_complete(folder, key):
         cells = json.loads((folder / "cells.json").read_text())["levels"]
         directions = np.load(folder / "directions.npy")
+        scores = np.load(folder / "scores.npy")
         levels, start = [], 0
         for lv in cells:
             n = len(lv["cells"])
-            levels.append(Level(lv["size"], lv["cells"], directions[start:start + n]))
+            levels.append(Level(lv["size"], lv["cells"], directions[start:start + n], scores[start:start + n]))
             start += n
         return levels
     xy = np.load(layout_folder / "layout.npy")
@@ -131,6 +133,7 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
     store.start(folder)
     store.write_json(folder / "cells.json", {"levels": [{"size": lv.size, "cells": lv.cells} for lv in levels]})
     store.save_array(folder / "directions.npy", np.concatenate([lv.directions for lv in levels]))
+    store.save_array(folder / "scores.npy", np.concatenate([lv.scores for lv in levels]))
     store.mark_complete(folder, key, layer=layer)
     return levels
 
@@ -253,7 +256,7 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             build_info = {"config": describe(cfg), "images": len(plan.images), "crops": len(plan.crops),
-                          "skipped": plan.skipped, "image_source": cfg.images.dir or "embedded photographs",
+                          "skipped": plan.skipped, "image_source": Path(cfg.images.dir).name if cfg.images.dir else "embedded photographs",
                           "model": model.spec, "layers": layers}
             content = cfg.path(cfg.site.content)
             templates = cfg.path(cfg.site.templates)

@@ -1,18 +1,26 @@
-"""Icons packed into sprite sheets, and the metadata the viewer reads.
+"""Icons packed into image tiles, and the metadata and scripts the viewer reads.
 
 Output, per atlas, in `<site>/data/<atlas id>/`:
-  level-<n>.webp   the level's icons in sheets, `columns` across, in cell order (level-<n>-1.webp,
-                   ... when one sheet would pass WebP's 16383 px limit)
-  overview.webp    the atlas drawn once at a small size, painted while sheets load
-  atlas.js         `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry, for pages opened from disk
-And `<site>/data/manifest.json` (+ `manifest.js`) listing every atlas.
+  <n>-<tx>-<ty>.webp  level n's icons in square tiles of `tile_cells` x `tile_cells` grid cells,
+                      each icon at its cell's place, so the viewer loads only the tiles in view
+  level-<n>.json      the level's cells: x, y, count, top classes, fidelity, objective
+  level-<n>.js        the same cells, compact, as a script (pages opened from disk cannot fetch JSON)
+  classes-<k>.js      every cell's attribution to classes k*CLASS_CHUNK.., for the class filter
+  overview.webp       the atlas drawn once at a small size, painted while tiles load
+  thumb.webp          a small overview for the layer switcher
+  atlas.js            `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry and the class names
+And `<site>/data/manifest.json` listing every atlas. Scripts register themselves in
+`window.ATLAS_DATA` under their own key, so the viewer loads them with <script> elements,
+which work from file:// where fetch() does not.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +28,10 @@ from PIL import Image
 
 from .grid import Level
 
-DATA_SCHEMA = 1
+DATA_SCHEMA = 2
 WEBP_QUALITY = 85
-_MAX_SHEET_PX = 16000  # WebP's limit is 16383 px a side
+TILE_PX = 320  # a tile is about this many pixels a side: 4 icons of 80 px
+CLASS_CHUNK = 50  # classes per class-filter script
 
 
 def atlas_id(layer: str) -> str:
@@ -30,33 +39,29 @@ def atlas_id(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", layer).strip("-") or "layer"
 
 
-def sheet_layout(count: int, icon_px: int) -> tuple[int, int]:
-    """(columns, icons per sheet): square-ish sheets, none wider or taller than WebP allows."""
-    columns = min(max(1, math.ceil(math.sqrt(count))), _MAX_SHEET_PX // icon_px)
-    rows = min(max(1, math.ceil(count / columns)), _MAX_SHEET_PX // icon_px)
-    return columns, columns * rows
+def tile_cells(icon_px: int) -> int:
+    """Grid cells a tile spans on each side."""
+    return max(1, TILE_PX // icon_px)
 
 
-def write_sheets(icons: np.ndarray, folder: Path, stem: str) -> tuple[list[str], int, int]:
-    """Pack (M, S, S, 3) icons row by row into lossy WebP sheets named `<stem>.webp`, `<stem>-1.webp`, ...
-
-    Returns the sheet file names, the columns per sheet and the icons per sheet: icon i
-    is in sheet i // per_sheet, at column (i % per_sheet) % columns.
-    """
-    count, size = len(icons), icons.shape[1]
-    columns, per_sheet = sheet_layout(max(count, 1), size)
+def write_tiles(level: Level, icons: np.ndarray, folder: Path) -> tuple[int, list[str]]:
+    """Write level's icons (M, S, S, 3) into tiles `<size>-<tx>-<ty>.webp`; returns tile_cells and the tiles made."""
+    icon = icons.shape[1] if len(icons) else 1
+    span = tile_cells(icon)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, cell in enumerate(level.cells):
+        groups.setdefault((cell["x"] // span, cell["y"] // span), []).append(i)
     names = []
-    for number, start in enumerate(range(0, max(count, 1), per_sheet)):
-        part = icons[start:start + per_sheet]
-        rows = max(1, math.ceil(len(part) / columns))
-        sheet = np.full((rows * size, columns * size, 3), 255, np.uint8)
-        for i, icon in enumerate(part):
-            r, c = divmod(i, columns)
-            sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = icon
-        name = f"{stem}.webp" if number == 0 else f"{stem}-{number}.webp"
-        Image.fromarray(sheet).save(folder / name, "WEBP", quality=WEBP_QUALITY, method=4)
-        names.append(name)
-    return names, columns, per_sheet
+    for (tx, ty), members in sorted(groups.items()):
+        across = min(span, level.size - tx * span)
+        down = min(span, level.size - ty * span)
+        tile = np.full((down * icon, across * icon, 3), 255, np.uint8)
+        for i in members:
+            x, y = level.cells[i]["x"] % span, level.cells[i]["y"] % span
+            tile[y * icon:(y + 1) * icon, x * icon:(x + 1) * icon] = icons[i]
+        Image.fromarray(tile).save(folder / f"{level.size}-{tx}-{ty}.webp", "WEBP", quality=WEBP_QUALITY, method=4)
+        names.append(f"{tx}-{ty}")
+    return span, names
 
 
 def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 512) -> None:
@@ -68,6 +73,41 @@ def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 5
     Image.fromarray(canvas).resize((size_px, size_px), Image.LANCZOS).save(path, "WEBP", quality=WEBP_QUALITY)
 
 
+def quantize_scores(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, classes) scores -> int8 codes in [-127, 127] per class, and each class's scale (its largest |score|)."""
+    scores = np.asarray(scores, np.float32)
+    scale = np.abs(scores).max(axis=0) if len(scores) else np.zeros(scores.shape[1], np.float32)
+    codes = np.round(scores / np.where(scale > 0, scale, 1) * 127)
+    return codes.astype(np.int8), scale
+
+
+def write_class_scripts(folder: Path, aid: str, levels: list[Level], classes: int) -> list[str]:
+    """classes-<k>.js: per level, each class's int8 codes for every cell (base64) and its scale."""
+    quantized = [quantize_scores(lv.scores) for lv in levels]
+    names = []
+    for k, first in enumerate(range(0, classes, CLASS_CHUNK)):
+        last = min(classes, first + CLASS_CHUNK)
+        payload = {
+            "first": first,
+            "codes": [[base64.b64encode(codes[:, c].tobytes()).decode() for c in range(first, last)]
+                      for codes, _ in quantized],
+            "scales": [[round(float(scale[c]), 5) for c in range(first, last)] for _, scale in quantized],
+        }
+        name = f"classes-{k}.js"
+        _write_script(folder / name, f"{aid}/classes-{k}", payload)
+        names.append(f"{aid}/{name}")
+    return names
+
+
+def _top_classes(levels: list[Level], count: int = 8) -> list[int]:
+    """The classes most often first in a cell, weighted by the cell's activations, at the finest level."""
+    tally: Counter = Counter()
+    for cell in levels[-1].cells if levels else []:
+        if cell["top"]:
+            tally[cell["top"][0][0]] += cell["count"]
+    return [k for k, _ in tally.most_common(count)]
+
+
 def write_atlas(
     data_dir: Path,
     layer: str,
@@ -77,7 +117,7 @@ def write_atlas(
     levels: list[Level],
     rendered: list,
 ) -> dict:
-    """Write one atlas's sheets and overview; returns its manifest entry.
+    """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
     `rendered` holds one `RenderedIcons` per level; each cell's fidelity and final
     objective go into the metadata, so a weak icon can be found.
@@ -85,16 +125,27 @@ def write_atlas(
     aid = atlas_id(layer)
     folder = data_dir / aid
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries, fidelities = [], []
     for level, icons in zip(levels, rendered):
-        names, columns, per_sheet = write_sheets(icons.icons, folder, f"level-{level.size}")
+        span, tiles = write_tiles(level, icons.icons, folder)
         cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
                  for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
-        entries.append({"size": level.size, "tiles": [f"{aid}/{n}" for n in names], "columns": columns,
-                        "per_tile": per_sheet, "cells": cells})
+        fidelities.extend(icons.fidelity.tolist())
+        (folder / f"level-{level.size}.json").write_text(json.dumps({"size": level.size, "cells": cells},
+                                                                    separators=(",", ":")))
+        compact = [[c["x"], c["y"], c["count"], c["fidelity"], [v for pair in c["top"] for v in pair]]
+                   for c in cells]
+        _write_script(folder / f"level-{level.size}.js", f"{aid}/level-{level.size}", {"cells": compact})
+        entries.append({"size": level.size, "tile_cells": span, "tiles": tiles, "cell_count": len(cells),
+                        "max_count": max((c["count"] for c in cells), default=0),
+                        "cells_json": f"{aid}/level-{level.size}.json",
+                        "cells_script": f"{aid}/level-{level.size}.js"})
+    classes = levels[0].scores.shape[1] if levels else 0
+    class_scripts = write_class_scripts(folder, aid, levels, classes)
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
-    entry = {
+    write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)
+    return {
         "id": aid,
         "model": model_spec,
         "layer": layer,
@@ -103,32 +154,34 @@ def write_atlas(
         "icon_px": int(rendered[0].icons.shape[1]) if rendered else 0,
         "levels": [lv.size for lv in levels],
         "level_data": entries,
+        "fidelity_mean": round(float(np.mean(fidelities)), 3) if fidelities else 0.0,
+        "top_classes": _top_classes(levels),
+        "class_chunk": CLASS_CHUNK,
+        "class_scripts": class_scripts,
         "overview": f"{aid}/overview.webp",
+        "thumb": f"{aid}/thumb.webp",
         "script": f"{aid}/atlas.js",
     }
-    return entry
 
 
 def write_manifest(data_dir: Path, atlases: list[dict], class_names: list[str], title: str) -> dict:
-    """Write manifest.json and, for pages opened from disk where fetch() is blocked, one script per atlas."""
+    """Write manifest.json and, for the viewer, one atlas.js per atlas with the class names."""
     manifest = {"schema": DATA_SCHEMA, "title": title, "classes": class_names, "atlases": atlases}
     (data_dir / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True))
+    others = [{"id": a["id"], "layer": a["layer"], "thumb": a["thumb"], "script": a["script"]} for a in atlases]
     for atlas in atlases:
-        payload = {"schema": DATA_SCHEMA, "classes": class_names, "atlas": atlas,
-                   "others": [{"id": a["id"], "layer": a["layer"], "overview": a["overview"]} for a in atlases]}
-        (data_dir / atlas["script"]).write_text(
-            "window.ATLAS_DATA = window.ATLAS_DATA || {};\n"
-            f"window.ATLAS_DATA[{_js_string(atlas['id'])}] = {_js_json(payload)};\n"
-        )
+        _write_script(data_dir / atlas["script"], atlas["id"],
+                      {"schema": DATA_SCHEMA, "classes": class_names, "atlas": atlas, "others": others})
     return manifest
 
 
-def _js_json(value) -> str:
-    """JSON that is also safe inside a <script> element: no '</script>' or '<!--' can appear."""
+def _write_script(path: Path, key: str, payload) -> None:
+    path.write_text("window.ATLAS_DATA = window.ATLAS_DATA || {};\n"
+                    f"window.ATLAS_DATA[{js_json(key)}] = {js_json(payload)};\n", encoding="utf-8")
+
+
+def js_json(value) -> str:
+    """JSON that is also safe inside a <script> element or an HTML attribute: no '<', '>' or '&' appears."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _js_string(text: str) -> str:
-    return _js_json(text)

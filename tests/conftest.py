@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +77,67 @@ def tiny_config(tmp_path, image_dir):
         return load_config(None, base)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def quick_site(tmp_path_factory):
+    """`atlas build --preset quick` on the embedded model and photographs: (site folder, log)."""
+    work = tmp_path_factory.mktemp("e2e")
+    command = [sys.executable, "-m", "generator.cli", "build", "--preset", "quick",
+               "--out", str(work / "site"), "--cache", str(work / "cache")]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work / "site", done.stderr
+
+
+@pytest.fixture(scope="session")
+def sample_site(tmp_path_factory):
+    """A quick build of the shared ImageNet sample, when that folder is present."""
+    if not SAMPLE.is_dir():
+        pytest.skip("needs ../shared/data/imagenet-sample")
+    work = tmp_path_factory.mktemp("sample")
+    command = [sys.executable, "-m", "generator.cli", "build", "--preset", "quick", "--images", str(SAMPLE),
+               "--out", str(work / "site"), "--cache", str(work / "cache")]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work / "site", done.stderr
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian's chromium (apt-get install -y chromium)")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def serve_under_subpath(tmp_path_factory):
+    """serve(site) -> 'http://127.0.0.1:PORT/sub/path/site/': a static host with the site below its root."""
+    servers = []
+
+    def serve(site: Path) -> str:
+        root = tmp_path_factory.mktemp("www")
+        (root / "sub" / "path").mkdir(parents=True)
+        (root / "sub" / "path" / "site").symlink_to(site, target_is_directory=True)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/sub/path/site/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()

@@ -50,6 +50,6 @@ def test_grid_cells_hold_means_counts_and_top_classes():
 
 
 def test_each_cell_finds_the_coarser_cell_holding_its_centre():
-    coarse = Level(2, [{"x": 0, "y": 0}, {"x": 1, "y": 1}], np.zeros((2, 1)))
-    fine = Level(4, [{"x": 0, "y": 1}, {"x": 3, "y": 2}, {"x": 3, "y": 0}], np.zeros((3, 1)))
+    coarse = Level(2, [{"x": 0, "y": 0}, {"x": 1, "y": 1}], np.zeros((2, 1)), np.zeros((2, 1)))
+    fine = Level(4, [{"x": 0, "y": 1}, {"x": 3, "y": 2}, {"x": 3, "y": 0}], np.zeros((3, 1)), np.zeros((3, 1)))
     assert parent_cells(fine, coarse).tolist() == [0, 1, -1]  # (3, 0) lies in the dropped cell (1, 0)

@@ -65,7 +65,7 @@ BUILD = {"config": {"layout": {"method": "umap", "n_neighbors": 5, "min_dist": 0
 def _tiny_atlas(data_dir, layer, names_count=3):
     rng = np.random.default_rng(0)
     levels = [Level(2, [{"x": 0, "y": 0, "count": 3, "top": [[1, 0.5]]}, {"x": 1, "y": 1, "count": 2, "top": [[0, 0.2]]}],
-                    np.zeros((2, 4), np.float32))]
+                    np.zeros((2, 4), np.float32), np.array([[0.1, 0.5, -0.2], [0.2, -0.1, 0.4]], np.float16))]
     from generator.icons import RenderedIcons
 
     icons = RenderedIcons(rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), np.array([0.9, 0.8]),
@@ -111,24 +111,90 @@ def test_project_templates_override_packaged_ones(tmp_path):
     assert (out / "assets" / "viewer.js").is_file()  # the rest still comes from the package
 
 
-def test_large_levels_split_into_sheets_webp_can_hold(tmp_path, monkeypatch):
-    from generator import tiles
-
-    monkeypatch.setattr(tiles, "_MAX_SHEET_PX", 64)  # 4 icons of 16 px a side per sheet
-    icons = np.stack([np.full((16, 16, 3), i, np.uint8) for i in range(40)])
-    names, columns, per_sheet = tiles.write_sheets(icons, tmp_path, "level-8")
-    assert (columns, per_sheet) == (4, 16)
-    assert names == ["level-8.webp", "level-8-1.webp", "level-8-2.webp"]
+def test_icons_go_into_tiles_at_their_cells_places(tmp_path, monkeypatch):
     from PIL import Image
 
-    last = np.asarray(Image.open(tmp_path / names[2]))
-    assert last.shape == (2 * 16, 4 * 16, 3)
-    # icon 37 is the 6th of the third sheet: row 1, column 1
-    assert abs(int(last[16 + 8, 16 + 8, 0]) - 37) <= 3
+    from generator import tiles
+
+    monkeypatch.setattr(tiles, "TILE_PX", 64)  # 4 x 4 cells of 16 px a tile
+    cells = [{"x": x, "y": y, "count": 1, "top": []} for x, y in [(0, 0), (5, 1), (9, 9), (3, 3)]]
+    level = Level(10, cells, np.zeros((4, 2), np.float32), np.zeros((4, 1), np.float16))
+    icons = np.stack([np.full((16, 16, 3), 40 * (i + 1), np.uint8) for i in range(4)])
+    span, names = tiles.write_tiles(level, icons, tmp_path)
+    assert span == 4 and names == ["0-0", "1-0", "2-2"]  # tiles holding no cell are not written
+    tile = np.asarray(Image.open(tmp_path / "10-1-0.webp"))
+    assert tile.shape == (64, 64, 3)
+    assert abs(int(tile[16 + 8, 16 + 8, 0]) - 80) <= 4  # cell (5, 1) is column 1, row 1 of tile (1, 0)
+    edge = np.asarray(Image.open(tmp_path / "10-2-2.webp"))
+    assert edge.shape == (32, 32, 3)  # the last tiles of a 10-cell row hold 2 cells
+    assert abs(int(edge[16 + 8, 16 + 8, 0]) - 120) <= 4
 
 
-def test_160_by_160_grid_of_80_px_icons_fits(tmp_path):
-    from generator.tiles import sheet_layout
+def test_class_scores_round_trip_through_their_codes():
+    from generator.tiles import quantize_scores
 
-    columns, per_sheet = sheet_layout(160 * 160, 80)
-    assert columns * 80 <= 16383 and (per_sheet // columns) * 80 <= 16383
+    scores = np.array([[0.5, -2.0], [-0.25, 1.0], [0.0, 0.5]], np.float32)
+    codes, scale = quantize_scores(scores)
+    assert codes.dtype == np.int8 and list(scale) == [0.5, 2.0]
+    assert (np.abs(codes / 127 * scale - scores) <= scale / 127).all()
+    assert codes[0, 0] == 127 and codes[0, 1] == -127
+
+
+def _site(tmp_path, body, classes=("tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern")):
+    out = tmp_path / "site"
+    (out / "data").mkdir(parents=True)
+    manifest = write_manifest(out / "data", [_tiny_atlas(out / "data", "blocks.4"), _tiny_atlas(out / "data", "b.5")],
+                              list(classes), "T")
+    content = tmp_path / "content"
+    content.mkdir(exist_ok=True)
+    (content / "index.md").write_text(body)
+    render_site(out, manifest, BUILD, content, None)
+    return out
+
+
+def test_atlas_shortcode_renders_a_viewer_on_its_view(tmp_path):
+    body = ('Intro\n\n{{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="Tabby" sign="-" caption="Cats" >}}\n\n'
+            'Inline `{{< atlas layer="nope" >}}` and a block:\n\n```\n{{< atlas layer="nope" >}}\n```\n')
+    out = _site(tmp_path, body)
+    html = (out / "index.html").read_text()
+    assert html.count('class="atlas-viewer atlas-inline"') == 1
+    assert 'data-view="layer=blocks-4&amp;x=0.3&amp;y=0.7&amp;z=2.0&amp;class=tabby&amp;sign=-"' in html
+    assert "<p class=\"caption\">Cats</p>" in html
+    # Code shows a shortcode as written.
+    assert '<code>{{&lt; atlas layer="nope" &gt;}}</code>' in html
+    assert '<pre><code>{{&lt; atlas layer=&quot;nope&quot; &gt;}}' in html
+    assert 'src="assets/viewer.js"' in html
+    assert local_references(out / "index.html") == []
+
+
+def test_layers_shortcode_describes_every_atlas_and_escapes_class_names(tmp_path):
+    out = _site(tmp_path, "{{< layers >}}\n", classes=("a", "<img src=x onerror=alert(1)>", "c"))
+    html = (out / "index.html").read_text()
+    assert '<h3 id="layer-blocks4">Layer <code>blocks.4</code></h3>' in html and "<code>b.5</code>" in html
+    assert html.count('class="atlas-viewer atlas-inline"') == 2
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_shortcode_mistakes_name_the_page_and_the_fix(tmp_path):
+    import pytest
+
+    from generator.errors import AtlasError
+
+    cases = {'{{< atlas layer="blocks.9" >}}': "no atlas of layer 'blocks.9' in this build (built: blocks.4, b.5)",
+             '{{< atlas class="tabbby" >}}': "no class named 'tabbby' (closest: tabby)",
+             '{{< atlas zoom="big" >}}': "zoom a number above 0",
+             '{{< atlas colour="red" >}}': "unknown parameter 'colour'",
+             '{{< gallery >}}': "unknown shortcode 'gallery'"}
+    for number, (code, message) in enumerate(cases.items()):
+        with pytest.raises(AtlasError, match=re.escape(message)) as info:
+            _site(tmp_path / str(number), code + "\n")
+        assert "content/index.md" in str(info.value)
+
+
+def test_figures_and_the_embed_page(tmp_path):
+    out = _site(tmp_path, '![A cat](data/blocks-4/overview.webp "The atlas, small")\n')
+    html = (out / "index.html").read_text()
+    assert '<figure><img alt="A cat" src="data/blocks-4/overview.webp"><figcaption>The atlas, small</figcaption></figure>' in html
+    embed = (out / "embed.html").read_text()
+    assert 'class="atlas-viewer atlas-embed"' in embed and "site-header" not in embed
+    assert local_references(out / "embed.html") == []

@@ -1,0 +1,305 @@
+"""The site in a real browser: Debian's chromium driven by Playwright, from disk and over http.
+
+Run on the quick build of the embedded default and, when ../shared is present, of the
+ImageNet sample. With ATLAS_WRITE_DOCS=1 the tests also write the README's screenshots
+and the page-weight and first-paint figures of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_DOCS = os.environ.get("ATLAS_WRITE_DOCS") == "1"
+VIEWER = "document.querySelector('.atlas-viewer').viewer"
+
+
+@pytest.fixture(scope="module", params=["default", "imagenet-sample"])
+def site(request):
+    """(name, site folder, manifest) for each site under test."""
+    folder, _ = request.getfixturevalue("quick_site" if request.param == "default" else "sample_site")
+    return request.param, folder, json.loads((folder / "data" / "manifest.json").read_text())
+
+
+class Visit:
+    """A page with its console problems, its requests and the bytes of the responses it received."""
+
+    def __init__(self, browser, url, viewport=(1000, 800), **context):
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context)
+        self.page = self.context.new_page()
+        self.problems, self.requests, self.sizes, self.dialogs = [], [], {}, []
+        self.page.on("console", lambda m: m.type in ("error", "warning") and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("response", self._size)
+        self.page.goto(url)
+        self.page.wait_for_load_state("networkidle")
+
+    def _size(self, response):
+        try:
+            self.sizes[response.url] = (response.request.resource_type, len(response.body()))
+        except Exception:  # a redirect or a body already gone
+            pass
+
+    def outside(self, prefix):
+        return [u for u in self.requests if not u.startswith(prefix) and not u.startswith("data:")]
+
+    def painted(self, selector=".atlas-viewer"):
+        self.page.wait_for_function(f"document.querySelector('{selector}').viewer.firstPaint !== null")
+        self.page.wait_for_load_state("networkidle")
+        self.page.wait_for_timeout(150)
+
+    def close(self):
+        self.context.close()
+
+
+def _canvas(page, selector=".viewer"):
+    return np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("L"), np.float32)
+
+
+def _cell_point(page, level_size, cell, selector=".viewer"):
+    """Screen point of the centre of a cell, at the page's current view."""
+    view = page.evaluate(f"(({{cx, cy, z}}) => [cx, cy, z])({VIEWER}.view)")
+    box = page.locator(selector).first.bounding_box()
+    side = min(box["width"], box["height"]) * 0.96 * view[2]
+    x = box["x"] + box["width"] / 2 + ((cell["x"] + 0.5) / level_size - view[0]) * side
+    y = box["y"] + box["height"] / 2 + ((cell["y"] + 0.5) / level_size - view[1]) * side
+    return x, y
+
+
+def _cells(folder, level):
+    return json.loads((folder / "data" / level["cells_json"]).read_text())["cells"]
+
+
+@pytest.mark.parametrize("where", ["file", "http"])
+def test_every_page_loads_without_errors_or_outside_requests(browser, site, serve_under_subpath, where):
+    name, folder, manifest = site
+    base = folder.as_uri() + "/" if where == "file" else serve_under_subpath(folder)
+    pages = ["index.html", "embed.html"] + [f"explore/{a['id']}.html" for a in manifest["atlases"]]
+    for path in pages:
+        visit = Visit(browser, base + path)
+        if path != "index.html":
+            visit.painted()
+            assert _canvas(visit.page).std() > 10, f"{path}: the atlas canvas is blank"
+        else:
+            assert visit.page.locator(".atlas-gallery img").count() == len(manifest["atlases"])
+            assert all(visit.page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)"))
+            visit.painted(".atlas-inline")  # the narrative's live atlases
+        assert visit.problems == [] and visit.outside(base) == [], (path, visit.problems, visit.outside(base))
+        if WRITE_DOCS and name == "default" and where == "file" and path == "index.html":
+            visit.page.screenshot(path=str(ROOT / "docs" / "article.png"), clip={"x": 0, "y": 0, "width": 1000,
+                                                                                  "height": 1400}, full_page=True)
+        visit.close()
+
+
+def test_hover_zoom_levels_and_tiles_in_view(browser, site):
+    name, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+    page = visit.page
+    visit.painted()
+    level = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]
+    cell = max(_cells(folder, level), key=lambda c: c["count"])
+    page.mouse.move(*_cell_point(page, level["size"], cell))
+    tooltip = page.locator(".tooltip")
+    tooltip.wait_for(state="visible")
+    assert manifest["classes"][cell["top"][0][0]] in tooltip.inner_text()
+    assert f"Average of {cell['count']} activation" in tooltip.inner_text()
+    # Zooming in switches to a finer level; deep in one corner, only the tiles in view load.
+    finest = atlas["level_data"][-1]
+    page.evaluate(f"{VIEWER}.applyView({{x: '0.02', y: '0.02', z: '{finest['size'] / 4}'}}); {VIEWER}.changed()")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate(f"{VIEWER}.levelIndex()") == len(atlas["level_data"]) - 1
+    assert f"{finest['size']} × {finest['size']} grid" in page.locator(".level-readout").inner_text()
+    prefix = f"{atlas['id']}/{finest['size']}-"
+    loaded = [p for p in page.evaluate(f"{VIEWER}.requested") if p.startswith(prefix)]
+    if len(finest["tiles"]) > 1:
+        assert 0 < len(loaded) < len(finest["tiles"]), (loaded, finest["tiles"])
+    assert visit.problems == []
+    if WRITE_DOCS and name == "default":
+        page.evaluate(f"{VIEWER}.applyView({{x: '0.5', y: '0.5', z: '1.6'}}); {VIEWER}.changed()")
+        page.wait_for_load_state("networkidle")
+        page.mouse.move(*_cell_point(page, atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]["size"],
+                                     {"x": 7, "y": 7}))
+        page.wait_for_timeout(300)
+        Image.open(io.BytesIO(page.screenshot())).convert("RGB").save(ROOT / "docs" / "explorer.jpg", quality=85)
+    visit.close()
+
+
+def test_class_filter_fades_icons_and_the_share_link_reproduces_the_view(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][-1]
+    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+    page = visit.page
+    visit.painted()
+    before = _canvas(page)
+    name = manifest["classes"][atlas["top_classes"][0]]
+    page.fill(".class-search", name[:4])  # a prefix finds the class
+    page.press(".class-search", "Enter")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(200)
+    assert page.evaluate(f"{VIEWER}.filter.cls") >= 0
+    faded = _canvas(page)
+    assert faded.mean() > before.mean() + 3  # most icons fade towards the white ground
+    page.click(".class-sign")
+    page.wait_for_timeout(200)
+    negative = _canvas(page)
+    assert np.abs(negative - faded).mean() > 1  # the other sign fades other icons
+    page.locator(".viewer").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("ArrowLeft")
+    page.click(".share summary")
+    link = page.locator(".share-link").input_value()
+    assert "class=" in link and "sign=-" in link and f"layer={atlas['id']}" in link
+    assert page.url == link  # the address bar holds the view too
+    expected = page.evaluate(f"{VIEWER}.viewString()")
+    other = Visit(browser, link)
+    other.painted()
+    assert other.page.evaluate(f"{VIEWER}.viewString()") == expected
+    assert other.page.locator(".class-search").input_value() == page.locator(".class-search").input_value()
+    assert visit.problems == [] and other.problems == []
+    other.close()
+    visit.close()
+
+
+def test_keyboard_cursor_minimap_layer_switch_and_pinch(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html", has_touch=True)
+    page = visit.page
+    visit.painted()
+    page.keyboard.press("Tab")
+    for _ in range(12):
+        if page.evaluate("document.activeElement.classList.contains('viewer')"):
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.classList.contains('viewer')"), "the atlas takes keyboard focus"
+    page.keyboard.press("+")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.querySelector('.announce').textContent.length > 0")
+    spoken = page.locator(".announce").inner_text()
+    assert re.match(r"Row \d+, column \d+ of the \d+ × \d+ grid: ", spoken)
+    x = page.evaluate(f"{VIEWER}.view.cx")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate(f"{VIEWER}.view.cx") > x
+    assert page.locator(".tooltip").is_visible() or "no activations" in page.locator(".announce").inner_text()
+    page.keyboard.press("0")
+    assert page.evaluate(f"{VIEWER}.view") == {"cx": 0.5, "cy": 0.5, "z": 1}
+    # The minimap shows once zoomed in; dragging in it moves the view.
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    box = page.locator(".minimap").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.8, steps=4)
+    page.mouse.up()
+    view = page.evaluate(f"{VIEWER}.view")
+    assert abs(view["cx"] - 0.2) < 0.03 and abs(view["cy"] - 0.8) < 0.03
+    # Two fingers spreading apart zoom in.
+    z = view["z"]
+    frame = page.locator(".viewer").bounding_box()
+    cx, cy = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
+    cdp = visit.context.new_cdp_session(page)
+
+    def touch(kind, gap):
+        points = [{"x": cx - gap, "y": cy, "id": 1}, {"x": cx + gap, "y": cy, "id": 2}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if kind == "touchEnd" else points})
+
+    touch("touchStart", 40)
+    for gap in (60, 80, 100):
+        touch("touchMove", gap)
+    touch("touchEnd", 100)
+    assert page.evaluate(f"{VIEWER}.view.z") > z * 1.8
+    # The layer switcher loads another atlas in place and puts it in the address.
+    if len(manifest["atlases"]) > 1:
+        other = manifest["atlases"][1]
+        page.click(f".layer-switch button[data-layer='{other['id']}']")
+        page.wait_for_function(f"{VIEWER}.atlas.id === '{other['id']}'")
+        visit.painted()
+        assert f"layer={other['id']}" in page.locator(".share-link").input_value()
+        assert page.locator(f".layer-switch button[data-layer='{other['id']}']").get_attribute("aria-pressed") == "true"
+    assert visit.problems == []
+    visit.close()
+
+
+def test_embed_code_works_inside_an_iframe_on_another_page(browser, site, serve_under_subpath, tmp_path):
+    _, folder, manifest = site
+    base = serve_under_subpath(folder)
+    visit = Visit(browser, base + f"explore/{manifest['atlases'][0]['id']}.html")
+    visit.page.click(".share summary")
+    code = visit.page.locator(".embed-code").input_value()
+    visit.close()
+    assert code.startswith(f'<iframe src="{base}embed.html#layer=')
+    host = tmp_path / "host.html"
+    host.write_text(f"<!doctype html><title>Course notes</title><h1>Week 3</h1>{code}")
+    visit = Visit(browser, host.as_uri())
+    frame = visit.page.frame_locator("iframe")
+    child = next(f for f in visit.page.frames if f != visit.page.main_frame)
+    child.wait_for_function(f"{VIEWER} && {VIEWER}.firstPaint !== null")
+    visit.page.wait_for_timeout(200)
+    shot = np.asarray(Image.open(io.BytesIO(frame.locator(".viewer").screenshot())).convert("L"), np.float32)
+    assert shot.std() > 10
+    assert visit.problems == []
+    visit.close()
+
+
+def test_budgets_page_weight_and_first_paint(browser, site, serve_under_subpath):
+    """HTML, CSS and JS of an explorer page before tiles: under 150 KB. First paint from disk: recorded."""
+    name, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    visit = Visit(browser, serve_under_subpath(folder) + f"explore/{atlas['id']}.html")
+    visit.painted()
+    weight = sum(size for kind, size in visit.sizes.values() if kind in ("document", "script", "stylesheet"))
+    visit.close()
+    assert weight < 150_000, weight
+    paints = []
+    for _ in range(3):
+        visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+        visit.painted()
+        paints.append(visit.page.evaluate(f"{VIEWER}.firstPaint"))
+        visit.close()
+    record = {"site": name, "page": f"explore/{atlas['id']}.html", "weight_kb": round(weight / 1000, 1),
+              "first_paint_ms": round(float(np.median(paints)))}
+    print(record)
+    if WRITE_DOCS:
+        path = ROOT / "benchmarks" / "results" / f"browser-{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(record) + "\n")
+
+
+def test_hostile_names_stay_text(browser, tiny_config, tmp_path, image_dir):
+    """A class named `<img src=x onerror=alert(1)>` and files with quotes in their names change nothing."""
+    import shutil
+
+    from generator import pipeline
+
+    folder = tmp_path / "jack-o'-lantern <b>pictures</b>"
+    shutil.copytree(image_dir, folder)
+    assert any(p.name == "jack-o'-lantern.jpg" for p in folder.rglob("*"))
+    result = pipeline.build(tiny_config(images={"dir": str(folder)}))
+    manifest = result.manifest
+    hostile = manifest["classes"].index("<img src=x onerror=alert(1)>")
+    for path in ["index.html", f"explore/{manifest['atlases'][0]['id']}.html", "embed.html"]:
+        visit = Visit(browser, result.out_dir.as_uri() + "/" + path)
+        if path != "index.html":
+            visit.painted()
+            visit.page.fill(".class-search", "<img src=x onerror=alert(1)>")
+            visit.page.press(".class-search", "Enter")
+            assert visit.page.evaluate(f"{VIEWER}.filter.cls") == hostile
+            visit.page.wait_for_timeout(200)
+        else:
+            assert "jack-o'-lantern <b>pictures</b>" in visit.page.locator(".facts").inner_text()
+        assert visit.page.evaluate("document.querySelectorAll('img[src=x], b').length") == 0
+        assert visit.dialogs == [] and visit.problems == [], (path, visit.problems)
+        visit.close()
