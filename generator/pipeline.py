@@ -179,6 +179,14 @@ def _check_out_dir(out: Path) -> None:
                          "choose another --out or empty that folder")
 
 
+def _shown_spec(spec: str) -> str:
+    """A model spec as a published page shows it: a model file by its name, not by a path of this machine."""
+    path, sep, factory = spec.rpartition(":")
+    if sep and path.endswith(".py"):
+        return f"{Path(path).name}:{factory}"
+    return spec
+
+
 def _swap_in(new: Path, out: Path) -> None:
     """Replace `out` by `new`, keeping the old folder's dotfiles (.gitignore, .git, .nojekyll)."""
     if out.exists():
@@ -251,13 +259,14 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         data_dir = tmp / "data"
         data_dir.mkdir(parents=True)
         with report.stage("Tiles and site", None):
-            atlases = [write_atlas(data_dir, layer, model.spec, model.layer_shapes()[layer], count, levels, rendered)
+            shown = _shown_spec(model.spec)
+            atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered)
                        for layer, count, levels, rendered in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             build_info = {"config": describe(cfg), "images": len(plan.images), "crops": len(plan.crops),
                           "skipped": plan.skipped, "image_source": Path(cfg.images.dir).name if cfg.images.dir else "embedded photographs",
-                          "model": model.spec, "layers": layers}
+                          "model": shown, "layers": layers}
             content = cfg.path(cfg.site.content)
             templates = cfg.path(cfg.site.templates)
             render_site(tmp, manifest, build_info, content if content.is_dir() else None,
