@@ -132,7 +132,7 @@ def write_atlas(
                  for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
         fidelities.extend(icons.fidelity.tolist())
         (folder / f"level-{level.size}.json").write_text(json.dumps({"size": level.size, "cells": cells},
-                                                                    separators=(",", ":")))
+                                                                    separators=(",", ":"), sort_keys=True))
         compact = [[c["x"], c["y"], c["count"], c["fidelity"], [v for pair in c["top"] for v in pair]]
                    for c in cells]
         _write_script(folder / f"level-{level.size}.js", f"{aid}/level-{level.size}", {"cells": compact})

@@ -12,6 +12,10 @@ def _tree(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _cells(site, level):
+    return json.loads((site / "data" / level["cells_json"]).read_text())["cells"]
+
+
 def test_build_writes_a_complete_site(tiny_config):
     cfg = tiny_config()
     result = pipeline.build(cfg)
@@ -22,8 +26,11 @@ def test_build_writes_a_complete_site(tiny_config):
         assert set(atlas) >= {"id", "model", "layer", "levels", "level_data", "overview"}
         assert atlas["levels"] == [2, 4]
         for level in atlas["level_data"]:
-            assert all((out / "data" / tile).is_file() for tile in level["tiles"])
-            assert level["cells"] and all(c["count"] >= 1 and len(c["top"]) == 5 for c in level["cells"])
+            assert all((out / "data" / atlas["id"] / f"{level['size']}-{t}.webp").is_file() for t in level["tiles"])
+            cells = _cells(out, level)
+            assert cells and all(c["count"] >= 1 and len(c["top"]) == 5 for c in cells)
+            assert (out / "data" / level["cells_script"]).is_file()
+        assert len(atlas["class_scripts"]) == 1  # the tiny model's 6 classes fit one script
         assert (out / "explore" / f"{atlas['id']}.html").is_file()
     assert (out / "index.html").is_file()
     build = json.loads((out / "data" / "build.json").read_text())
@@ -53,7 +60,7 @@ def test_adding_a_level_renders_only_its_icons(tiny_config, monkeypatch):
 
     monkeypatch.setattr(render_module, "_render_batch", counting)
     result = pipeline.build(tiny_config(grid={"levels": [2, 4, 8]}))
-    level8 = sum(len(a["level_data"][2]["cells"]) for a in result.manifest["atlases"])
+    level8 = sum(a["level_data"][2]["cell_count"] for a in result.manifest["atlases"])
     assert sum(rendered) == level8
 
 
@@ -99,10 +106,10 @@ def test_unknown_layer_fails_before_any_work(tiny_config):
 def test_same_seed_same_icons(tiny_config, tmp_path):
     a = pipeline.build(tiny_config())
     b = pipeline.build(tiny_config(out=str(tmp_path / "b"), cache=str(tmp_path / "cache-b")))
-    sheet = a.manifest["atlases"][0]["level_data"][1]["tiles"][0]
-    assert (a.out_dir / "data" / sheet).read_bytes() == (b.out_dir / "data" / sheet).read_bytes()
-    cells_a = [lv["cells"] for lv in a.manifest["atlases"][1]["level_data"]]
-    cells_b = [lv["cells"] for lv in b.manifest["atlases"][1]["level_data"]]
+    tile = "features-2/4-" + a.manifest["atlases"][0]["level_data"][1]["tiles"][0] + ".webp"
+    assert (a.out_dir / "data" / tile).read_bytes() == (b.out_dir / "data" / tile).read_bytes()
+    cells_a = [_cells(a.out_dir, lv) for lv in a.manifest["atlases"][1]["level_data"]]
+    cells_b = [_cells(b.out_dir, lv) for lv in b.manifest["atlases"][1]["level_data"]]
     assert cells_a == cells_b
     assert np.isfinite([c["fidelity"] for c in cells_a[0]]).all()
 
@@ -125,5 +132,5 @@ def test_an_interrupted_build_resumes_where_it_stopped(tiny_config, monkeypatch)
     rendered = []
     monkeypatch.setattr(render_module, "_render_batch", lambda *a: rendered.append(1) or original(*a))
     result = pipeline.build(cfg)
-    total_batches = sum(-(-len(lv["cells"]) // 4) for a in result.manifest["atlases"] for lv in a["level_data"])
+    total_batches = sum(-(-lv["cell_count"] // 4) for a in result.manifest["atlases"] for lv in a["level_data"])
     assert len(rendered) == total_batches - 2  # the two finished batches came from the cache
