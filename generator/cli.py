@@ -21,7 +21,8 @@ def _fail(message: str) -> None:
 
 @app.command()
 def build(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="atlas.toml with build settings."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="atlas.toml with build settings "
+                                                                        "(default: ./atlas.toml if there)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default: site)."),
     model: Optional[str] = typer.Option(None, help="efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
                                                    "or path/to/file.py:factory."),
@@ -32,6 +33,8 @@ def build(
     cache: Optional[str] = typer.Option(None, help="Cache folder (default: .atlas-cache)."),
 ) -> None:
     """Build the atlas site."""
+    if config is None and Path("atlas.toml").is_file():
+        config = Path("atlas.toml")  # a project made by `atlas new`, built from its folder
     overrides: dict = {}
     if out is not None:
         overrides["out"] = str(Path(out).resolve())
@@ -83,6 +86,47 @@ def list_layers(
         if all_layers or name.count(".") <= depth + 1:
             mark = "  (default)" if name in loaded.default_layers else ""
             typer.echo(f"{name:<32} {' x '.join(map(str, shape))}{mark}")
+
+
+@app.command()
+def new(folder: Path = typer.Argument(..., help="Folder for the new project; must be new or empty.")) -> None:
+    """Start a site project: atlas.toml, content/index.md and a templates/ folder for overrides."""
+    try:
+        from .scaffold import create_project
+
+        made = create_project(folder)
+    except AtlasError as exc:
+        _fail(str(exc))
+    for path in made:
+        typer.echo(f"  made {path}")
+    typer.echo(f"next: cd {folder} && atlas build && atlas serve")
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="atlas.toml (default: ./atlas.toml if there)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Site folder (default: the config's, site)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 shares the preview with your network."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    no_build: bool = typer.Option(False, "--no-build", help="Serve what is there; do not build a missing site."),
+    no_reload: bool = typer.Option(False, "--no-reload", help="Do not watch the sources or reload pages."),
+) -> None:
+    """Preview the site, rebuilding it and reloading the browser when content, templates or atlas.toml change."""
+    if config is None and Path("atlas.toml").is_file():
+        config = Path("atlas.toml")
+    overrides = {"out": str(Path(out).resolve())} if out is not None else {}
+    try:
+        from .config import load_config
+        from .progress import RichReporter
+        from .serve import serve_site
+
+        cfg = load_config(config, overrides)
+        serve_site(cfg, config, overrides, host, port, build_first=not no_build, reload=not no_reload,
+                   report=RichReporter())
+    except AtlasError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; the previous site and the cache are intact, run the same command to resume")
 
 
 def main() -> None:

@@ -42,3 +42,9 @@ def test_empty_image_folder(tmp_path):
     _one_line_error(runner.invoke(app, ["build", "--images", str(tmp_path / "imgs"), "--model", TINY_SPEC,
                                         "--out", str(tmp_path / "s"), "--cache", str(tmp_path / "c")]),
                     "no usable image")
+
+
+def test_build_reads_atlas_toml_in_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "atlas.toml").write_text("[icons]\nsteps = -1\n")
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(runner.invoke(app, ["build"]), "icons.steps = -1")
