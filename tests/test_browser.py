@@ -308,3 +308,41 @@ def test_hostile_names_stay_text(browser, tiny_config, tmp_path, image_dir):
         assert visit.page.evaluate("document.querySelectorAll('img[src=x]').length") == 0
         assert visit.dialogs == [] and visit.problems == [], (path, visit.problems)
         visit.close()
+
+
+def test_serve_reloads_the_open_page_after_a_text_edit(browser, quick_site, tmp_path):
+    """`atlas serve`: an edit in content/ re-renders the pages only, and the open page reloads itself."""
+    import shutil
+    import threading
+    import time
+
+    from generator import serve
+    from generator.config import load_config
+    from generator.site import resource_dir
+
+    site, _ = quick_site
+    project = tmp_path / "project"
+    shutil.copytree(resource_dir("content"), project / "content")
+    shutil.copytree(site, project / "site")
+    (project / "atlas.toml").write_text('out = "site"\ncache = ".atlas-cache"\n')
+    watcher = serve.Watcher(load_config(project / "atlas.toml"), project / "atlas.toml")
+    server = serve.make_server(project / "site", port=0, version=lambda: watcher.version)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        visit = Visit(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        tiles = sorted((project / "site" / "data").rglob("*.webp"))
+        stamps = [p.stat().st_mtime_ns for p in tiles]
+        page = project / "content" / "index.md"
+        page.write_text(page.read_text().replace("\ntitle: ", "\ntitle: Edited live: ", 1))
+        start = time.perf_counter()
+        assert watcher.poll() == "pages"
+        seconds = time.perf_counter() - start
+        visit.page.wait_for_function("document.querySelector('h1').textContent.startsWith('Edited live: ')",
+                                     timeout=5000)
+        assert [p.stat().st_mtime_ns for p in tiles] == stamps  # no icon was drawn again
+        assert visit.problems == []
+        print(f"pages re-rendered in {seconds:.2f} s")
+        visit.close()
+    finally:
+        server.shutdown()
+        server.server_close()
