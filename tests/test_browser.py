@@ -12,6 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_DOCS = os.environ.get("ATLAS_WRITE_DOCS") == "1"
 VIEWER = "document.querySelector('.atlas-viewer').viewer"
+SAFE_IN_URI_COMPONENT = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
 
 
 @pytest.fixture(scope="module", params=["default", "imagenet-sample"])
@@ -332,14 +334,23 @@ def test_serve_reloads_the_open_page_after_a_text_edit(browser, quick_site, tmp_
         visit = Visit(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
         tiles = sorted((project / "site" / "data").rglob("*.webp"))
         stamps = [p.stat().st_mtime_ns for p in tiles]
+        manifest = json.loads((site / "data" / "manifest.json").read_text())
+        atlas = manifest["atlases"][-1]
+        name = manifest["classes"][atlas["top_classes"][0]]
         page = project / "content" / "index.md"
-        page.write_text(page.read_text().replace("\ntitle: ", "\ntitle: Edited live: ", 1))
+        page.write_text(page.read_text().replace("\ntitle: ", "\ntitle: Edited live: ", 1) +
+                        f'\n{{{{< atlas layer="{atlas["layer"]}" zoom="2" center="0.3,0.7" class="{name}" >}}}}\n')
         start = time.perf_counter()
         assert watcher.poll() == "pages"
         seconds = time.perf_counter() - start
         visit.page.wait_for_function("document.querySelector('h1').textContent.startsWith('Edited live: ')",
                                      timeout=5000)
         assert [p.stat().st_mtime_ns for p in tiles] == stamps  # no icon was drawn again
+        # The new shortcode's atlas opens on its view.
+        last = "[...document.querySelectorAll('.atlas-inline')].pop().viewer"
+        visit.page.wait_for_function(f"{last}.atlas && {last}.firstPaint !== null")
+        assert visit.page.evaluate(f"{last}.viewString()") == \
+            f"layer={atlas['id']}&x=0.3000&y=0.7000&z=2.000&class={quote(name, safe=SAFE_IN_URI_COMPONENT)}"
         assert visit.problems == []
         print(f"pages re-rendered in {seconds:.2f} s")
         visit.close()
