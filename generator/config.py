@@ -63,6 +63,7 @@ class IconsConfig:
     learning_rate: float = 0.05
     cossim_power: float = 2.0
     warm_start: bool = True  # start each finer level's icons from their parent cells' icons
+    whiten: bool = False  # aim at the direction whitened by the activations' second moments (Lucid's option)
     device: str = "auto"
 
 

@@ -138,18 +138,22 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
     return levels
 
 
-def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report):
+def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
 
     With `icons.warm_start`, each level after the first starts every icon from the icon
     of its parent cell in the level before, and needs fewer steps for the same fidelity.
+    With `icons.whiten`, the objective aims at directions whitened by the second moments
+    of the layer's activations in `act_folder`.
     """
     from .grid import parent_cells
     from .icons import RenderedIcons, RenderSettings, render_icons
+    from .icons.objectives import whitening
 
     i = cfg.icons
     settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
     total = sum(len(lv.cells) for lv in levels)
+    whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
     rendered = []
     with report.stage(f"Icons {layer}", total) as advance:
         for k, level in enumerate(levels):
@@ -159,7 +163,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 has_start = parents >= 0
                 start = rendered[-1].icons[np.maximum(parents, 0)]
             rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                         cache / "icons" / layer, advance, start, has_start))
+                                         cache / "icons" / layer, advance, start, has_start, whiten))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
     report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
@@ -247,7 +251,7 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         lap("layout")
         levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache)
         lap("grid")
-        rendered = stage_icons(cfg, model, layer, levels, cache, report)
+        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer])
         lap("icons")
         count = store.read_meta(act_folders[layer])["count"]
         atlases_raw.append((layer, count, levels, rendered))

@@ -93,6 +93,9 @@ name = "efficientnet_lite0"
 # cossim_power = 2.0
 # Finer levels start from their parent cells' icons, with fewer steps.
 # warm_start = true
+# Aim icons at directions whitened by the layer's activation statistics, as Lucid can;
+# rare directions count for more, at some cost in fidelity (BENCHMARKS.md).
+# whiten = false
 # Where icons are rendered: "auto", "cpu" or "cuda".
 # device = "auto"
 

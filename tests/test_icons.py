@@ -185,3 +185,35 @@ def test_auto_batch_renders_like_an_explicit_one(tiny_model, image_dir):
     auto = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=0), seed=1)
     fixed = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=CAPS["cpu"]), seed=1)
     assert auto.icons.tobytes() == fixed.icons.tobytes()
+
+
+def test_whitening_inverts_the_second_moments_and_changes_the_aim_not_the_measure(tiny_model, image_dir):
+    from generator.icons.objectives import whitening
+
+    rng = np.random.default_rng(0)
+    vectors = (rng.normal(size=(500, 6)) * [5, 1, 1, 1, 1, 0.2]).astype(np.float16)
+    s = whitening(vectors, ridge=0.1, chunk=128)
+    moment = vectors.astype(np.float64).T @ vectors.astype(np.float64) / 500
+    moment += 0.1 * np.trace(moment) / 6 * np.eye(6)
+    np.testing.assert_allclose(s @ moment, np.eye(6), atol=1e-4)
+
+    directions = _real_directions(tiny_model, "features.2", image_dir, 3)
+    settings = RenderSettings(24, 6, batch_size=8)
+    device = torch.device("cpu")
+    forward = render_module._layer_fn(tiny_model, "features.2", device)
+
+    def batch(whiten):
+        return render_module._render_batch(forward, tiny_model, "features.2", torch.from_numpy(directions),
+                                           settings, 2, device, whiten=whiten)
+
+    channels = directions.shape[1]
+    plain = batch(None)
+    assert batch(np.eye(channels, dtype=np.float32))[0].tobytes() == plain[0].tobytes()  # the identity aims at v
+    icons, fid, _ = batch(np.diag(np.linspace(0.2, 5, channels)).astype(np.float32))
+    assert icons.tobytes() != plain[0].tobytes()
+    icon_tensor = torch.from_numpy(icons).permute(0, 3, 1, 2).float() / 255
+    measured = fidelity(tiny_model, "features.2", icon_tensor, torch.from_numpy(directions))
+    np.testing.assert_allclose(measured.numpy(), fid, atol=0.05)  # read against the cell's own direction
+    # A whitened build keys its cache apart from a plain one.
+    cached = render_icons(tiny_model, "features.2", directions, settings, seed=2, whiten=np.eye(channels, dtype=np.float32))
+    assert cached.icons.tobytes() != render_icons(tiny_model, "features.2", directions, settings, seed=2).icons.tobytes()

@@ -134,3 +134,12 @@ def test_an_interrupted_build_resumes_where_it_stopped(tiny_config, monkeypatch)
     result = pipeline.build(cfg)
     total_batches = sum(-(-lv["cell_count"] // 4) for a in result.manifest["atlases"] for lv in a["level_data"])
     assert len(rendered) == total_batches - 2  # the two finished batches came from the cache
+
+
+def test_a_whitened_build_renders_its_own_icons(tiny_config):
+    plain = pipeline.build(tiny_config())
+    whitened = pipeline.build(tiny_config(icons={"whiten": True}, out=str(plain.out_dir.parent / "w")))
+    level = plain.manifest["atlases"][0]["level_data"][0]
+    tile = f"features-2/2-{level['tiles'][0]}.webp"
+    assert (plain.out_dir / "data" / tile).read_bytes() != (whitened.out_dir / "data" / tile).read_bytes()
+    assert whitened.manifest["atlases"][0]["fidelity_mean"] > 0

@@ -112,10 +112,14 @@ def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
 
 def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
                   device: torch.device, start: np.ndarray | None = None,
-                  has_start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  has_start: np.ndarray | None = None,
+                  whiten: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
     count = len(directions)
     targets = torch.nn.functional.normalize(directions.float(), dim=1).to(device).repeat(s.tries, 1)
+    # The objective may aim at the whitened direction; fidelity is always read against the cell's own.
+    aims = targets if whiten is None else \
+        torch.nn.functional.normalize(targets @ torch.from_numpy(whiten).to(device), dim=1)
     steps, begin = s.steps, None
     if has_start is not None and has_start.any():
         rows = torch.from_numpy(np.flatnonzero(np.tile(has_start, s.tries)))
@@ -123,7 +127,7 @@ def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSett
         begin = (rows, images)
         if has_start.all():
             steps = max(1, round(s.steps * s.warm_fraction))
-    final, objective = optimize(forward, targets, s, generator, device, start=begin, steps=steps)
+    final, objective = optimize(forward, aims, s, generator, device, start=begin, steps=steps)
     scores = fidelity(model, layer, final, targets, device, forward).view(s.tries, count)
     best = scores.argmax(0)
     pick = (best, torch.arange(count))
@@ -157,6 +161,7 @@ def render_icons(
     progress: Callable[[int], None] = lambda n: None,
     start: np.ndarray | None = None,
     has_start: np.ndarray | None = None,
+    whiten: np.ndarray | None = None,
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
@@ -164,7 +169,8 @@ def render_icons(
     its parent cell's) where `has_start[i]`, and follows Adam on the direction objective
     through random transforms; of `tries` starts, the one whose untransformed icon
     points closest to the direction is kept. `progress` is called with the number of
-    icons finished.
+    icons finished. With `whiten` (see objectives.whitening), the objective aims at
+    `whiten @ direction` and fidelity is still read against the direction.
     """
     dev = pick_device(device)
     for p in model.net.parameters():
@@ -181,7 +187,9 @@ def render_icons(
         batch_has = np.asarray(has_start[rows], bool) if has_start is not None else None
         warm = batch_has is not None and batch_has.any()
         starts = array_digest(batch_has) + array_digest(batch_start[batch_has]) if warm else ""
-        key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts)
+        whitened = array_digest(whiten) if whiten is not None else ""
+        key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
+                       *([whitened] if whitened else []))
         path = cache_dir / f"{key}.npz" if cache_dir else None
         if path is not None and path.is_file():
             with np.load(path) as saved:
@@ -189,7 +197,7 @@ def render_icons(
         else:
             batch_seed = int(key[:15], 16)
             parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev,
-                                       batch_start, batch_has))
+                                       batch_start, batch_has, whiten))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
