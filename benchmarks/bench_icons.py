@@ -47,7 +47,7 @@ def atlas_levels(layer: str, cache: str):
     plan, key = stage_images(cfg, cfg.path(cfg.cache), report)
     acts = stage_activations(cfg, model, [layer], plan, key, cfg.path(cfg.cache), report)[layer]
     layout = stage_layout(cfg, layer, acts, cfg.path(cfg.cache), report)
-    return stage_grid(cfg, layer, acts, layout, cfg.path(cfg.cache))
+    return stage_grid(cfg, layer, acts, layout, cfg.path(cfg.cache)), acts
 
 
 def spread(level, count: int) -> np.ndarray:
@@ -79,6 +79,25 @@ def warm_start_rows(model, layer, levels, size, batch, forward) -> list[str]:
         values = dict(rec.rows)
         lines.append(f"| {name} | " + " | ".join(f"{values[s]:.3f}" for s in steps) + " |")
     return lines
+
+
+def whitening_rows(model, layer, act_folder, targets, plain, size, batch, forward):
+    """Fidelity after 32, 64 and 128 steps of whitened icons, beside the plain run's."""
+    from generator.icons.objectives import whitening
+
+    s = torch.from_numpy(whitening(np.load(act_folder / "activations.npy", mmap_mode="r")))
+    aims = torch.nn.functional.normalize(targets @ s, dim=1)
+    run = Recorder(model, layer, targets)
+    optimize(forward, aims, RenderSettings(size_px=size, steps=128, batch_size=batch),
+             torch.Generator().manual_seed(0), torch.device("cpu"), observe=run)
+    steps = [32, 64, 128]
+    lines = ["| mean fidelity after | " + " | ".join(map(str, steps)) + " steps | min after 128 |",
+             "|---|" + "---|" * (len(steps) + 1)]
+    for name, rec in (("aimed at v", plain), ("aimed at S v", run)):
+        values = dict(rec.rows)
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in steps) +
+                     f" | {rec.fid_at[128].min():.3f} |")
+    return run, lines
 
 
 class Recorder:
@@ -138,7 +157,7 @@ def main() -> None:
     model = load_model("efficientnet_lite0")
     for p in model.net.parameters():
         p.requires_grad_(False)
-    levels = atlas_levels(args.layer, args.cache)
+    levels, act_folder = atlas_levels(args.layer, args.cache)
     level16 = next(lv for lv in levels if lv.size == 16)
     directions = torch.from_numpy(level16.directions[spread(level16, args.batch)])
     targets = torch.nn.functional.normalize(directions, dim=1)
@@ -188,13 +207,19 @@ def main() -> None:
               "then 16 x 16 cells from noise and from their parent cell's icon; a build runs warm-started icons "
               "for three quarters of the steps, where they match the cold start's full-length fidelity:", ""]
     lines += warm_start_rows(model, args.layer, levels, args.size, args.batch, forward)
+    whitened, whiten_lines = whitening_rows(model, args.layer, act_folder, targets, ours, args.size, args.batch,
+                                            forward)
+    lines += ["", "Whitening (Lucid's option, `icons.whiten`): the same directions, each icon aimed at S v, S the "
+              "inverse of the layer's activation second moments (ridge 0.1 of the mean eigenvalue), 128 steps; "
+              "fidelity is read against v in both rows:", ""] + whiten_lines
     text = "\n".join(lines)
     print(text)
     if args.write:
         sheet = ROOT / "docs" / "contact-sheet.png"
         sheet.parent.mkdir(exist_ok=True)
         contact_sheet([(f"baseline, {s} steps", base.images[s], base.fid_at[s]) for s in (128, 256)]
-                      + [(f"ours, {s} steps", ours.images[s], ours.fid_at[s]) for s in (128, 256)], sheet)
+                      + [(f"ours, {s} steps", ours.images[s], ours.fid_at[s]) for s in (128, 256)]
+                      + [("ours whitened, 128", whitened.images[128], whitened.fid_at[128])], sheet)
         text += "\n\n![Contact sheet: the first 16 icons of each run, fidelity under each](docs/contact-sheet.png)"
         write_section("Icon renderer against the baseline", MARK_START, MARK_END, text)
 
