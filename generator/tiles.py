@@ -5,7 +5,7 @@ Output, per atlas, in `<site>/data/<atlas id>/`:
                       each icon at its cell's place, so the viewer loads only the tiles in view
   level-<n>.json      the level's cells: x, y, count, top classes, fidelity, objective
   level-<n>.js        the same cells, compact, as a script (pages opened from disk cannot fetch JSON)
-  classes-<k>.js      every cell's attribution to classes k*CLASS_CHUNK.., for the class filter
+  classes-<k>.js      every cell's attribution to classes k*class_chunk.., for the class filter
   overview.webp       the atlas drawn once at a small size, painted while tiles load
   thumb.webp          a small overview for the layer switcher
   atlas.js            `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry and the class names
@@ -31,7 +31,7 @@ from .grid import Level
 DATA_SCHEMA = 2
 WEBP_QUALITY = 85
 TILE_PX = 320  # a tile is about this many pixels a side: 4 icons of 80 px
-CLASS_CHUNK = 50  # classes per class-filter script
+CLASS_SCRIPT_BYTES = 300_000  # a class-filter script holds about this much, whatever the atlas's size
 
 
 def atlas_id(layer: str) -> str:
@@ -81,12 +81,17 @@ def quantize_scores(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int8), scale
 
 
-def write_class_scripts(folder: Path, aid: str, levels: list[Level], classes: int) -> list[str]:
+def class_chunk(cells: int) -> int:
+    """Classes per class-filter script: one byte a cell, in base64, up to CLASS_SCRIPT_BYTES a script."""
+    return max(1, min(100, CLASS_SCRIPT_BYTES * 3 // (4 * max(cells, 1))))
+
+
+def write_class_scripts(folder: Path, aid: str, levels: list[Level], classes: int, chunk: int) -> list[str]:
     """classes-<k>.js: per level, each class's int8 codes for every cell (base64) and its scale."""
     quantized = [quantize_scores(lv.scores) for lv in levels]
     names = []
-    for k, first in enumerate(range(0, classes, CLASS_CHUNK)):
-        last = min(classes, first + CLASS_CHUNK)
+    for k, first in enumerate(range(0, classes, chunk)):
+        last = min(classes, first + chunk)
         payload = {
             "first": first,
             "codes": [[base64.b64encode(codes[:, c].tobytes()).decode() for c in range(first, last)]
@@ -141,7 +146,8 @@ def write_atlas(
                         "cells_json": f"{aid}/level-{level.size}.json",
                         "cells_script": f"{aid}/level-{level.size}.js"})
     classes = levels[0].scores.shape[1] if levels else 0
-    class_scripts = write_class_scripts(folder, aid, levels, classes)
+    chunk = class_chunk(sum(len(lv.cells) for lv in levels))
+    class_scripts = write_class_scripts(folder, aid, levels, classes, chunk)
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
     write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)
@@ -156,7 +162,7 @@ def write_atlas(
         "level_data": entries,
         "fidelity_mean": round(float(np.mean(fidelities)), 3) if fidelities else 0.0,
         "top_classes": _top_classes(levels),
-        "class_chunk": CLASS_CHUNK,
+        "class_chunk": chunk,
         "class_scripts": class_scripts,
         "overview": f"{aid}/overview.webp",
         "thumb": f"{aid}/thumb.webp",

@@ -198,3 +198,12 @@ def test_figures_and_the_embed_page(tmp_path):
     embed = (out / "embed.html").read_text()
     assert 'class="atlas-viewer atlas-embed"' in embed and "site-header" not in embed
     assert local_references(out / "embed.html") == []
+
+
+def test_class_scripts_stay_small_for_large_atlases():
+    from generator.tiles import CLASS_SCRIPT_BYTES, class_chunk
+
+    assert class_chunk(700) == 100  # a default atlas: ten scripts for a thousand classes
+    large = class_chunk(20 * 20 + 40 * 40 + 80 * 80 + 160 * 160)  # the full preset's grids, every cell kept
+    assert large * (20 * 20 + 40 * 40 + 80 * 80 + 160 * 160) * 4 / 3 <= CLASS_SCRIPT_BYTES
+    assert class_chunk(10 ** 9) == 1
