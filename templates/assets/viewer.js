@@ -152,8 +152,7 @@
       });
       var at = {};
       cells.forEach(function (cell, i) { at[cell.x + "," + cell.y] = i; });
-      self.cells[index] = { list: cells, at: at, tiles: {} };
-      level.tiles.forEach(function (t) { self.cells[index].tiles[t] = true; });
+      self.cells[index] = { list: cells, at: at }; // every cell's tile exists, so tiles need no lookup
       self.draw();
       if (self.cursorOn) self.announceCursor(); // a key press that arrived before the cells did
     });
