@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from baseline_render import baseline_render  # noqa: E402
 from bench_build import machine, write_section  # noqa: E402
 
-from generator.icons.render import RenderSettings, _layer_fn, fidelity, optimize  # noqa: E402
+from generator.icons.render import RenderSettings, fidelity, optimize, pick_precision, prepare  # noqa: E402
 
 CHECKPOINTS = (32, 64, 128, 256)
 MARK_START, MARK_END = "<!-- icons:start -->", "<!-- icons:end -->"
@@ -55,7 +55,7 @@ def spread(level, count: int) -> np.ndarray:
     return np.linspace(0, len(level.cells) - 1, count).round().astype(int)
 
 
-def warm_start_rows(model, layer, levels, size, batch, forward) -> list[str]:
+def warm_start_rows(model, layer, levels, size, batch, forward, scorer) -> list[str]:
     """Fidelity of 16 x 16 icons started from their 8 x 8 parents' icons against from noise, by step."""
     from generator.grid import parent_cells
 
@@ -69,7 +69,7 @@ def warm_start_rows(model, layer, levels, size, batch, forward) -> list[str]:
     start = (torch.arange(len(pick)), parents[parent_cells(fine, coarse)[pick]])
     runs = {}
     for name, begin in (("from noise", None), ("from the parent's icon", start)):
-        runs[name] = Recorder(model, layer, targets)
+        runs[name] = Recorder(model, layer, targets, scorer=scorer)
         optimize(forward, targets, settings, torch.Generator().manual_seed(1), torch.device("cpu"),
                  observe=runs[name], start=begin)
     steps = [16, 32, 48, 64, 96, 128]
@@ -81,13 +81,13 @@ def warm_start_rows(model, layer, levels, size, batch, forward) -> list[str]:
     return lines
 
 
-def whitening_rows(model, layer, act_folder, targets, plain, size, batch, forward):
+def whitening_rows(model, layer, act_folder, targets, plain, size, batch, forward, scorer):
     """Fidelity after 32, 64 and 128 steps of whitened icons, beside the plain run's."""
     from generator.icons.objectives import whitening
 
     s = torch.from_numpy(whitening(np.load(act_folder / "activations.npy", mmap_mode="r")))
     aims = torch.nn.functional.normalize(targets @ s, dim=1)
-    run = Recorder(model, layer, targets)
+    run = Recorder(model, layer, targets, scorer=scorer)
     optimize(forward, aims, RenderSettings(size_px=size, steps=128, batch_size=batch),
              torch.Generator().manual_seed(0), torch.device("cpu"), observe=run)
     steps = [32, 64, 128]
@@ -101,10 +101,13 @@ def whitening_rows(model, layer, act_folder, targets, plain, size, batch, forwar
 
 
 class Recorder:
-    """Mean fidelity every `every` steps, and the icons and per-icon fidelity at the checkpoints."""
+    """Mean fidelity every `every` steps, and the icons and per-icon fidelity at the checkpoints.
 
-    def __init__(self, model, layer, targets, every=8):
-        self.model, self.layer, self.targets, self.every = model, layer, targets, every
+    `scorer` is a float32 network prepared once (prepare()'s); without one, each reading prepares its own.
+    """
+
+    def __init__(self, model, layer, targets, every=8, scorer=None):
+        self.model, self.layer, self.targets, self.every, self.scorer = model, layer, targets, every, scorer
         self.rows: list[tuple[int, float]] = []  # step, mean fidelity
         self.images: dict[int, torch.Tensor] = {}
         self.fid_at: dict[int, np.ndarray] = {}
@@ -114,7 +117,7 @@ class Recorder:
             return
         with torch.no_grad():
             current = (images() if callable(images) else images).detach()
-            fid = fidelity(self.model, self.layer, current, self.targets)
+            fid = fidelity(self.model, self.layer, current, self.targets, forward=self.scorer)
         self.rows.append((step, float(fid.mean())))
         if step in CHECKPOINTS:
             self.images[step] = current.clone()
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / ".atlas-cache"))
     parser.add_argument("--timing-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -162,12 +166,17 @@ def main() -> None:
     directions = torch.from_numpy(level16.directions[spread(level16, args.batch)])
     targets = torch.nn.functional.normalize(directions, dim=1)
 
-    # Fidelity along the way: one long run of each.
-    base = Recorder(model, args.layer, targets)
-    baseline_render(model, args.layer, directions, args.size, args.steps, seed=0, observe=base)
+    # Ours as render_icons prepares it. Its malloc setting is process-wide, so the baseline,
+    # in the same process, has it too.
+    cpu = torch.device("cpu")
+    precision = pick_precision(args.precision, cpu)
     settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=args.batch)
-    forward = _layer_fn(model, args.layer, torch.device("cpu"))  # folds batch norms once, as render_icons does
-    ours = Recorder(model, args.layer, targets)
+    forward, scorer, settings = prepare(model, args.layer, cpu, precision, settings)
+
+    # Fidelity along the way: one long run of each.
+    base = Recorder(model, args.layer, targets, scorer=scorer)
+    baseline_render(model, args.layer, directions, args.size, args.steps, seed=0, observe=base)
+    ours = Recorder(model, args.layer, targets, scorer=scorer)
     optimize(forward, targets, settings, torch.Generator().manual_seed(0), torch.device("cpu"), observe=ours)
 
     # Speed: short runs of each, alternating, so that noise on this shared machine hits both alike.
@@ -188,7 +197,8 @@ def main() -> None:
     base_128 = 128 * step_base
     lines = [
         f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px, batch {args.batch}, {args.steps} steps, 32 "
-        f"directions from the default atlas; {machine()}; command: `python benchmarks/bench_icons.py --write`. "
+        f"directions from the default atlas; ours in {precision} (the baseline in float32); {machine()}; "
+        f"command: `python benchmarks/bench_icons.py --write`. "
         f"Speed: median over {args.repeats} alternating runs of {args.timing_steps} steps each; fidelity: one "
         f"{args.steps}-step run each; time to a fidelity: steps needed times the median step time.",
         "",
@@ -206,9 +216,9 @@ def main() -> None:
     lines += ["", "Warm start. Every icon above starts from noise. Here the 8 x 8 level is rendered for 128 steps, "
               "then 16 x 16 cells from noise and from their parent cell's icon; a build runs warm-started icons "
               "for three quarters of the steps, where they match the cold start's full-length fidelity:", ""]
-    lines += warm_start_rows(model, args.layer, levels, args.size, args.batch, forward)
+    lines += warm_start_rows(model, args.layer, levels, args.size, args.batch, forward, scorer)
     whitened, whiten_lines = whitening_rows(model, args.layer, act_folder, targets, ours, args.size, args.batch,
-                                            forward)
+                                            forward, scorer)
     lines += ["", "Whitening (Lucid's option, `icons.whiten`): the same directions, each icon aimed at S v, S the "
               "inverse of the layer's activation second moments (ridge 0.1 of the mean eigenvalue), 128 steps; "
               "fidelity is read against v in both rows:", ""] + whiten_lines

@@ -65,6 +65,7 @@ class IconsConfig:
     warm_start: bool = True  # start each finer level's icons from their parent cells' icons
     whiten: bool = False  # aim at the direction whitened by the activations' second moments (Lucid's option)
     device: str = "auto"
+    precision: str = "auto"  # the network's number format while optimizing: auto, float32, bfloat16
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 CHOICES = {
     "layout.method": ("umap", "tsne"),
     "icons.device": ("auto", "cpu", "cuda"),
+    "icons.precision": ("auto", "float32", "bfloat16"),
     "preset": tuple(PRESETS),
 }
 

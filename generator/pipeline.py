@@ -163,7 +163,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 has_start = parents >= 0
                 start = rendered[-1].icons[np.maximum(parents, 0)]
             rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                         cache / "icons" / layer, advance, start, has_start, whiten))
+                                         cache / "icons" / layer, advance, start, has_start, whiten, i.precision))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
     report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
@@ -234,10 +234,12 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         model.layer(layer)  # fail now, naming the closest layers, not after minutes of work
     i = cfg.icons
     from .icons import RenderSettings
+    from .icons.render import pick_device, pick_precision
 
     warm = f" ({round(i.steps * RenderSettings.warm_fraction)} when warm-started)" if i.warm_start else ""
+    device = pick_device(i.device)
     report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps{warm}, "
-                f"{i.tries} tr{'y' if i.tries == 1 else 'ies'}; "
+                f"{i.tries} tr{'y' if i.tries == 1 else 'ies'}, {pick_precision(i.precision, device)} on {device.type}; "
                 f"layers {', '.join(layers)}; levels {', '.join(map(str, cfg.grid.levels))}")
     lap("model")
     plan, images_key = stage_images(cfg, cache, report)

@@ -98,6 +98,10 @@ name = "efficientnet_lite0"
 # whiten = false
 # Where icons are rendered: "auto", "cpu" or "cuda".
 # device = "auto"
+# The network's number format while icons are optimized: "auto" (bfloat16 on a CPU
+# with AMX, where it is faster at the same fidelity; float32 elsewhere), "float32"
+# or "bfloat16". Fidelity is always read in float32.
+# precision = "auto"
 
 [site]
 # Shown in every page's header and title.

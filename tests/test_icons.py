@@ -217,3 +217,102 @@ def test_whitening_inverts_the_second_moments_and_changes_the_aim_not_the_measur
     # A whitened build keys its cache apart from a plain one.
     cached = render_icons(tiny_model, "features.2", directions, settings, seed=2, whiten=np.eye(channels, dtype=np.float32))
     assert cached.icons.tobytes() != render_icons(tiny_model, "features.2", directions, settings, seed=2).icons.tobytes()
+
+
+def _clip_net():
+    """Conv -> ReLU6, a strided depthwise conv -> ReLU, and a ReLU module called twice (once after an add)."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.a_act = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6()
+            self.b, self.b_act = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.ReLU()
+            self.c, self.shared = nn.Conv2d(8, 8, 1), nn.ReLU()
+            self.out = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            h = self.b_act(self.b(self.a_act(self.a(x))))
+            h = self.shared(self.shared(self.c(h)) + h)
+            return self.out(h)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.a.weight.mul_(4)  # push some outputs past 6, so ReLU6's upper clip matters
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+@pytest.mark.skipif(not render_module.fusable(torch.device("cpu")), reason="needs oneDNN")
+def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
+    from generator.icons.fuse import ConvClip, fuse_clips
+
+    net = _clip_net()
+    x = torch.randn(2, 3, 16, 16)
+    fused = fuse_clips(net, "out", x)
+    assert isinstance(fused.a, ConvClip) and isinstance(fused.b, ConvClip)
+    assert isinstance(fused.a_act, torch.nn.Identity) and isinstance(fused.b_act, torch.nn.Identity)
+    assert type(fused.c) is torch.nn.Conv2d and type(fused.shared) is torch.nn.ReLU  # called twice: left alone
+    assert type(net.a) is torch.nn.Conv2d  # the original is untouched
+    outputs = []
+    for model in (net, fused):
+        image = x.clone().requires_grad_(True)
+        y = capture(model, {"out": model.out}, image)["out"]
+        (grad,) = torch.autograd.grad((y[:, :, 4, 4] ** 2).sum(), image)
+        outputs.append((y.detach(), grad))
+    assert (outputs[0][0] > 0).any() and (net.a(x) > 6).any()
+    torch.testing.assert_close(outputs[1][0], outputs[0][0])
+    torch.testing.assert_close(outputs[1][1], outputs[0][1])
+    # The layer a user named keeps its own output: a conv named as the layer is not fused.
+    assert type(fuse_clips(net, "a", x).a) is torch.nn.Conv2d
+
+
+@pytest.mark.skipif(not render_module.fusable(torch.device("cpu")), reason="needs oneDNN")
+def test_default_model_renders_through_fused_convolutions_with_the_same_gradients(monkeypatch):
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def activations_and_gradient():
+        forward = render_module._layer_fn(model, "blocks.4", torch.device("cpu"))
+        image = images.clone().requires_grad_(True)
+        acts = forward(image)
+        (grad,) = torch.autograd.grad(acts[:, :, 2, 2].sum(), image)
+        return acts.detach(), grad
+
+    fused = activations_and_gradient()
+    monkeypatch.setattr(render_module, "fusable", lambda device: False)
+    unfused = activations_and_gradient()
+    torch.testing.assert_close(fused[0], unfused[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused[1], unfused[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="needs a CPU with bfloat16 support")
+def test_bfloat16_renders_as_well_as_float32_and_is_cached_apart(tmp_path, tiny_model, image_dir):
+    directions = _real_directions(tiny_model, "features.4", image_dir)
+    settings = RenderSettings(size_px=32, steps=48, batch_size=8)
+    runs = {p: render_icons(tiny_model, "features.4", directions, settings, cache_dir=tmp_path, precision=p)
+            for p in ("float32", "bfloat16")}
+    assert runs["float32"].icons.tobytes() != runs["bfloat16"].icons.tobytes()  # two cache entries, not one
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert runs["bfloat16"].fidelity.mean() > runs["float32"].fidelity.mean() - 0.05
+    # Fidelity is read in float32 whatever the precision of the optimization.
+    icon_tensor = torch.from_numpy(runs["bfloat16"].icons).permute(0, 3, 1, 2).float() / 255
+    measured = fidelity(tiny_model, "features.4", icon_tensor, torch.from_numpy(directions))
+    np.testing.assert_allclose(measured.numpy(), runs["bfloat16"].fidelity, atol=0.02)
+    again = render_icons(tiny_model, "features.4", directions, settings, cache_dir=tmp_path, precision="bfloat16")
+    assert again.icons.tobytes() == runs["bfloat16"].icons.tobytes()
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert render_module.pick_precision("float32", cpu) == "float32"
+    assert render_module.pick_precision("bfloat16", cpu) == "bfloat16"
+    assert render_module.pick_precision("auto", cuda) == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert render_module.pick_precision("auto", cpu) == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert render_module.pick_precision("auto", cpu) == ("bfloat16" if torch.backends.mkldnn.is_available() else "float32")

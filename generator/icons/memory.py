@@ -11,6 +11,7 @@ batches stop paying (BENCHMARKS.md: on a 2-core CPU, 32 runs faster per icon tha
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Callable
 
@@ -57,3 +58,29 @@ def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], size_px: in
     per_icon = bytes_per_icon(forward, size_px, device) * tries
     fits = int(total_memory(device) * MEMORY_SHARE // per_icon)
     return max(1, min(CAPS.get(device.type, 32), fits))
+
+
+# glibc's mallopt parameters.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest allowed value on 64-bit systems
+_kept = 0
+
+
+def keep_freed_memory(nbytes: int) -> None:
+    """Let glibc's malloc keep `nbytes` of freed memory for the next step, instead of returning it.
+
+    A step allocates and frees the same large tensors every time. By default glibc maps
+    the largest afresh and hands freed memory back to the kernel, so every step pays
+    page faults on tens of megabytes: about a tenth of a step on the CPU (BENCHMARKS.md).
+    Process-wide and only ever raised; a no-op where malloc is not glibc's.
+    """
+    global _kept
+    nbytes = min(int(nbytes), 2**31 - 1)
+    if nbytes <= _kept:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and mallopt(_M_TRIM_THRESHOLD, nbytes):
+        _kept = nbytes

@@ -19,7 +19,8 @@ from ..collect import capture
 from ..models import LoadedModel
 from ..store import array_digest, make_key
 from .fold import fold_batchnorm
-from .memory import auto_batch_size
+from .fuse import ConvClip, fusable, fuse_clips
+from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
 from .transform import robust_transform
@@ -44,27 +45,84 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _layer_fn(model: LoadedModel, layer: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """"auto": bfloat16 on a CPU with AMX tiles, where it is faster at the same fidelity (BENCHMARKS.md); else float32.
+
+    CUDA stays at float32 (cuDNN's convolutions use TF32 already) until bfloat16 is
+    measured there.
+    """
+    if name != "auto":
+        return name
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bfloat16" if device.type == "cpu" and torch.backends.mkldnn.is_available() and amx() else "float32"
+
+
+class _Float32(torch.nn.Module):
+    """A module run in float32 inside a bfloat16 network."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float()).to(x.dtype)
+
+
+def _strided_depthwise(m: torch.nn.Module) -> bool:
+    return isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels and max(m.stride) > 1
+
+
+def _layer_fn(model: LoadedModel, layer: str, device: torch.device,
+              precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
     """Images in [0, 1] -> the layer's activations; the network stops at the layer.
 
-    Batch norms are folded into the convolutions before them, and channels-last memory
-    makes the convolutions, depthwise ones above all, faster on the CPU (BENCHMARKS.md).
+    Batch norms are folded into the convolutions before them, clipping activations are
+    fused into the convolutions before them (on the CPU), and channels-last memory makes
+    the convolutions, depthwise ones above all, faster on the CPU (BENCHMARKS.md).
     """
     example = model.normalize(torch.rand(2, 3, model.input_size, model.input_size,
                                          generator=torch.Generator().manual_seed(0)))
-    net = fold_batchnorm(model.net, layer, example).to(device, memory_format=torch.channels_last)
-    for m in net.modules():
+    net = fold_batchnorm(model.net, layer, example)
+    if fusable(device):
+        net = fuse_clips(net, layer, example)
+    dtype = PRECISIONS[precision]
+    net = net.to(device, dtype, memory_format=torch.channels_last)
+    for name, m in list(net.named_modules()):
         # An in-place activation on a channels-last tensor that autograd tracks copies its
         # result back: out of place, a step is a few per cent faster.
         if getattr(m, "inplace", False):
             m.inplace = False
+        # oneDNN's bfloat16 backward pass of a strided depthwise convolution is about 20
+        # times slower than its float32 one on the CPU; those few stay in float32.
+        conv = m.conv if isinstance(m, ConvClip) else m
+        if dtype != torch.float32 and device.type == "cpu" and _strided_depthwise(conv) \
+                and not isinstance(net.get_submodule(name.rpartition(".")[0]), ConvClip):
+            parent, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, child, _Float32(m))
     module = {layer: net.get_submodule(layer)}
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        x = model.normalize(images).contiguous(memory_format=torch.channels_last)
+        x = model.normalize(images).to(dtype).contiguous(memory_format=torch.channels_last)
         return capture(net, module, x)[layer]
 
     return forward
+
+
+def prepare(model: LoadedModel, layer: str, device: torch.device, precision: str,
+            settings: RenderSettings) -> tuple[Callable, Callable, RenderSettings]:
+    """The network to optimize through, the float32 one to read fidelity with, and settings with a batch size."""
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    forward = _layer_fn(model, layer, device, precision)
+    scorer = forward if precision == "float32" else _layer_fn(model, layer, device)
+    if not settings.batch_size:
+        settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, device))
+    if device.type == "cpu":
+        keep_freed_memory(bytes_per_icon(forward, settings.size_px, device) * settings.batch_size * settings.tries)
+    return forward, scorer, settings
 
 
 def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: torch.Tensor,
@@ -112,8 +170,8 @@ def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
 
 def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
                   device: torch.device, start: np.ndarray | None = None,
-                  has_start: np.ndarray | None = None,
-                  whiten: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  has_start: np.ndarray | None = None, whiten: np.ndarray | None = None,
+                  scorer: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
     count = len(directions)
     targets = torch.nn.functional.normalize(directions.float(), dim=1).to(device).repeat(s.tries, 1)
@@ -128,7 +186,7 @@ def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSett
         if has_start.all():
             steps = max(1, round(s.steps * s.warm_fraction))
     final, objective = optimize(forward, aims, s, generator, device, start=begin, steps=steps)
-    scores = fidelity(model, layer, final, targets, device, forward).view(s.tries, count)
+    scores = fidelity(model, layer, final, targets, device, scorer or forward).view(s.tries, count)
     best = scores.argmax(0)
     pick = (best, torch.arange(count))
     chosen = final.view(s.tries, count, *final.shape[1:])[pick]
@@ -162,6 +220,7 @@ def render_icons(
     start: np.ndarray | None = None,
     has_start: np.ndarray | None = None,
     whiten: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
@@ -170,14 +229,13 @@ def render_icons(
     through random transforms; of `tries` starts, the one whose untransformed icon
     points closest to the direction is kept. `progress` is called with the number of
     icons finished. With `whiten` (see objectives.whitening), the objective aims at
-    `whiten @ direction` and fidelity is still read against the direction.
+    `whiten @ direction` and fidelity is still read against the direction. `precision`
+    is the network's number format while optimizing ("auto", "float32", "bfloat16");
+    fidelity is always read in float32.
     """
     dev = pick_device(device)
-    for p in model.net.parameters():
-        p.requires_grad_(False)
-    forward = _layer_fn(model, layer, dev)
-    if not settings.batch_size:
-        settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, dev))
+    precision = pick_precision(precision, dev)
+    forward, scorer, settings = prepare(model, layer, dev, precision, settings)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     settings_key = asdict(settings)
     for first in range(0, len(directions), settings.batch_size):
@@ -188,8 +246,10 @@ def render_icons(
         warm = batch_has is not None and batch_has.any()
         starts = array_digest(batch_has) + array_digest(batch_start[batch_has]) if warm else ""
         whitened = array_digest(whiten) if whiten is not None else ""
+        # Extras join the key only when set, so float32 icons cached before they existed stay valid.
+        extras = [x for x in (whitened, "" if precision == "float32" else precision) if x]
         key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
-                       *([whitened] if whitened else []))
+                       *extras)
         path = cache_dir / f"{key}.npz" if cache_dir else None
         if path is not None and path.is_file():
             with np.load(path) as saved:
@@ -197,7 +257,7 @@ def render_icons(
         else:
             batch_seed = int(key[:15], 16)
             parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev,
-                                       batch_start, batch_has, whiten))
+                                       batch_start, batch_has, whiten, scorer))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")

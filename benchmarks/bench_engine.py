@@ -1,0 +1,117 @@
+"""What each part of the icon engine buys: icon-steps per second, one change added at a time.
+
+    python benchmarks/bench_engine.py            # print the table
+    python benchmarks/bench_engine.py --write    # also update BENCHMARKS.md
+
+The malloc setting is process-wide and one-way, so every configuration runs in a fresh
+process of its own; rounds alternate the configurations so that noise on a shared
+machine hits all alike, and the table gives medians. Same layer, size and batch as
+bench_icons.py; random unit directions (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+MARK_START, MARK_END = "<!-- engine:start -->", "<!-- engine:end -->"
+# name: (fuse, keep freed memory, precision); "baseline" rows run baseline_render.
+CONFIGS = {
+    "baseline (plain port)": None,
+    "baseline, freed memory kept": "keep",
+    "folded, channels-last (float32)": (False, False, "float32"),
+    "+ convolutions fused with their clip": (True, False, "float32"),
+    "+ freed memory kept": (True, True, "float32"),
+    "+ bfloat16 (AMX), strided depthwise in float32": (True, True, "bfloat16"),
+}
+
+
+def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
+    import torch
+
+    from generator.icons import render
+    from generator.icons.memory import bytes_per_icon, keep_freed_memory
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    cpu = torch.device("cpu")
+    config = CONFIGS[name]
+    if config is None or config == "keep":
+        from baseline_render import baseline_render
+
+        if config == "keep":
+            forward = render._layer_fn(model, layer, cpu)
+            keep_freed_memory(bytes_per_icon(forward, size, cpu) * batch)
+        directions = torch.randn(batch, model.layer_shapes()[layer][0], generator=torch.Generator().manual_seed(0))
+        baseline_render(model, layer, directions, size, 2)
+        start = time.perf_counter()
+        baseline_render(model, layer, directions, size, steps)
+        return batch * steps / (time.perf_counter() - start)
+    fuse, keep, precision = config
+    if not fuse:
+        render.fusable = lambda device: False
+    forward = render._layer_fn(model, layer, cpu, precision)
+    if keep:
+        keep_freed_memory(bytes_per_icon(forward, size, cpu) * batch)
+    targets = torch.nn.functional.normalize(
+        torch.randn(batch, model.layer_shapes()[layer][0], generator=torch.Generator().manual_seed(0)), dim=1)
+    settings = render.RenderSettings(size_px=size, steps=steps, batch_size=batch)
+    render.optimize(forward, targets, settings, torch.Generator().manual_seed(0), cpu, steps=2)
+    start = time.perf_counter()
+    render.optimize(forward, targets, settings, torch.Generator().manual_seed(1), cpu)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layer", default="blocks.4")
+    parser.add_argument("--size", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker")
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.layer, args.size, args.batch, args.steps)))
+        return
+
+    from bench_build import machine, write_section
+
+    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for _ in range(args.rounds):
+        for name in CONFIGS:
+            out = subprocess.run([sys.executable, __file__, "--worker", name, "--layer", args.layer, "--size",
+                                  str(args.size), "--batch", str(args.batch), "--steps", str(args.steps)],
+                                 check=True, capture_output=True, text=True, cwd=ROOT)
+            rates[name].append(float(out.stdout.strip().splitlines()[-1]))
+    base = statistics.median(rates["baseline (plain port)"])
+    lines = [
+        f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px, batch {args.batch}; each configuration in a "
+        f"fresh process, medians of {args.rounds} alternating rounds of {args.steps} steps; {machine()}; command: "
+        "`python benchmarks/bench_engine.py --write`.",
+        "",
+        "| configuration | icon-steps per second | against the baseline |",
+        "|---|---|---|",
+    ]
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        lines.append(f"| {name} | {rate:.0f} | {rate / base:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section("Icon renderer: what each part buys", MARK_START, MARK_END, text)
+
+
+if __name__ == "__main__":
+    main()
