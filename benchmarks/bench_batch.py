@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_build import machine  # noqa: E402
 
-from generator.icons.render import RenderSettings, _layer_fn, optimize  # noqa: E402
+from generator.icons.network import pick_precision  # noqa: E402
+from generator.icons.render import RenderSettings, optimize, prepare  # noqa: E402
 from generator.models import load_model  # noqa: E402
 
 
@@ -34,13 +35,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     model = load_model("efficientnet_lite0")
-    for p in model.net.parameters():
-        p.requires_grad_(False)
     device = torch.device("cpu")
-    forward = _layer_fn(model, args.layer, device)
     channels = model.layer_shapes()[args.layer][0]
     batches = [int(b) for b in args.batches.split(",")]
-    settings = RenderSettings(size_px=args.size, steps=args.steps)
+    settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=max(batches))
+    precision = pick_precision("auto", device)
+    forward, _, settings = prepare(model, args.layer, device, precision, settings)  # as render_icons runs it
     rates: dict[int, list[float]] = {b: [] for b in batches}
     for repeat in range(args.repeats + 1):
         for b in batches:
@@ -50,7 +50,7 @@ def main():
             optimize(forward, targets, settings, g, device)
             if repeat:  # the first round warms up
                 rates[b].append(b * args.steps / (time.perf_counter() - start))
-    print(f"{args.layer} of EfficientNet-Lite0, {args.size} px, {machine()}; medians of {args.repeats} runs "
+    print(f"{args.layer} of EfficientNet-Lite0, {args.size} px, {precision}, {machine()}; medians of {args.repeats} runs "
           f"of {args.steps} steps; command: `python benchmarks/bench_batch.py`.\n")
     print("| batch | " + " | ".join(map(str, batches)) + " |")
     print("|---|" + "---|" * len(batches))

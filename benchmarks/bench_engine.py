@@ -23,21 +23,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MARK_START, MARK_END = "<!-- engine:start -->", "<!-- engine:end -->"
-# name: (fuse, keep freed memory, precision); "baseline" rows run baseline_render.
+# name: (fuse, one-pass padding, keep freed memory, precision); "baseline" rows run baseline_render.
 CONFIGS = {
     "baseline (plain port)": None,
     "baseline, freed memory kept": "keep",
-    "folded, channels-last (float32)": (False, False, "float32"),
-    "+ convolutions fused with their clip": (True, False, "float32"),
-    "+ freed memory kept": (True, True, "float32"),
-    "+ bfloat16 (AMX), strided depthwise in float32": (True, True, "bfloat16"),
+    "folded, channels-last (float32)": (False, False, False, "float32"),
+    "+ convolutions fused with their clip": (True, False, False, "float32"),
+    "+ padding in one pass": (True, True, False, "float32"),
+    "+ freed memory kept": (True, True, True, "float32"),
+    "+ bfloat16 (AMX), strided depthwise in float32": (True, True, True, "bfloat16"),
 }
 
 
 def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
     import torch
 
-    from generator.icons import render
+    from generator.icons import network, render
     from generator.icons.memory import bytes_per_icon, keep_freed_memory
     from generator.models import load_model
 
@@ -50,17 +51,19 @@ def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
         from baseline_render import baseline_render
 
         if config == "keep":
-            forward = render._layer_fn(model, layer, cpu)
+            forward = network.layer_fn(model, layer, cpu)
             keep_freed_memory(bytes_per_icon(forward, size, cpu) * batch)
         directions = torch.randn(batch, model.layer_shapes()[layer][0], generator=torch.Generator().manual_seed(0))
         baseline_render(model, layer, directions, size, 2)
         start = time.perf_counter()
         baseline_render(model, layer, directions, size, steps)
         return batch * steps / (time.perf_counter() - start)
-    fuse, keep, precision = config
+    fuse, pad, keep, precision = config
     if not fuse:
-        render.fusable = lambda device: False
-    forward = render._layer_fn(model, layer, cpu, precision)
+        network.fusable = lambda device: False
+    if not pad:
+        network.static_same_padding = lambda net, layer, example: net
+    forward = network.layer_fn(model, layer, cpu, precision)
     if keep:
         keep_freed_memory(bytes_per_icon(forward, size, cpu) * batch)
     targets = torch.nn.functional.normalize(

@@ -4,6 +4,7 @@ import torch
 
 from generator.collect import capture
 from generator.icons import RenderSettings, fidelity, render_icons
+from generator.icons import network
 from generator.icons import render as render_module
 from generator.icons.param import FourierImage
 from generator.icons.transform import robust_transform
@@ -162,10 +163,10 @@ def test_starting_from_a_parent_icon_gets_there_sooner(tmp_path, tiny_model, ima
 
 def test_batch_size_follows_the_device_memory(tiny_model, monkeypatch):
     from generator.icons import memory
-    from generator.icons.render import _layer_fn
+    from generator.icons.network import layer_fn
 
     device = torch.device("cpu")
-    forward = _layer_fn(tiny_model, "features.2", device)
+    forward = layer_fn(tiny_model, "features.2", device)
     per_icon = memory.bytes_per_icon(forward, 32, device)
     # The probe counts at least the input and the layer's output of one icon.
     assert per_icon > 4 * 3 * 32 * 32
@@ -200,7 +201,7 @@ def test_whitening_inverts_the_second_moments_and_changes_the_aim_not_the_measur
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
     settings = RenderSettings(24, 6, batch_size=8)
     device = torch.device("cpu")
-    forward = render_module._layer_fn(tiny_model, "features.2", device)
+    forward = network.layer_fn(tiny_model, "features.2", device)
 
     def batch(whiten):
         return render_module._render_batch(forward, tiny_model, "features.2", torch.from_numpy(directions),
@@ -245,7 +246,7 @@ def _clip_net():
     return net
 
 
-@pytest.mark.skipif(not render_module.fusable(torch.device("cpu")), reason="needs oneDNN")
+@pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
 def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
     from generator.icons.fuse import ConvClip, fuse_clips
 
@@ -269,7 +270,7 @@ def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
     assert type(fuse_clips(net, "a", x).a) is torch.nn.Conv2d
 
 
-@pytest.mark.skipif(not render_module.fusable(torch.device("cpu")), reason="needs oneDNN")
+@pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
 def test_default_model_renders_through_fused_convolutions_with_the_same_gradients(monkeypatch):
     from generator.models import load_model
 
@@ -277,14 +278,14 @@ def test_default_model_renders_through_fused_convolutions_with_the_same_gradient
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def activations_and_gradient():
-        forward = render_module._layer_fn(model, "blocks.4", torch.device("cpu"))
+        forward = network.layer_fn(model, "blocks.4", torch.device("cpu"))
         image = images.clone().requires_grad_(True)
         acts = forward(image)
         (grad,) = torch.autograd.grad(acts[:, :, 2, 2].sum(), image)
         return acts.detach(), grad
 
     fused = activations_and_gradient()
-    monkeypatch.setattr(render_module, "fusable", lambda device: False)
+    monkeypatch.setattr(network, "fusable", lambda device: False)
     unfused = activations_and_gradient()
     torch.testing.assert_close(fused[0], unfused[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fused[1], unfused[1], rtol=1e-4, atol=1e-4)
@@ -309,10 +310,34 @@ def test_bfloat16_renders_as_well_as_float32_and_is_cached_apart(tmp_path, tiny_
 
 def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert render_module.pick_precision("float32", cpu) == "float32"
-    assert render_module.pick_precision("bfloat16", cpu) == "bfloat16"
-    assert render_module.pick_precision("auto", cuda) == "float32"
+    assert network.pick_precision("float32", cpu) == "float32"
+    assert network.pick_precision("bfloat16", cpu) == "bfloat16"
+    assert network.pick_precision("auto", cuda) == "float32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert render_module.pick_precision("auto", cpu) == "float32"
+    assert network.pick_precision("auto", cpu) == "float32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert render_module.pick_precision("auto", cpu) == ("bfloat16" if torch.backends.mkldnn.is_available() else "float32")
+    assert network.pick_precision("auto", cpu) == ("bfloat16" if torch.backends.mkldnn.is_available() else "float32")
+
+
+@pytest.mark.parametrize("kernel,size", [(3, 40), (5, 20), (5, 5), (3, 7)])
+def test_same_padding_in_one_pass_matches_timm(kernel, size):
+    from timm.layers.conv2d_same import Conv2dSame
+
+    torch.manual_seed(0)
+    conv = Conv2dSame(8, 8, kernel, stride=2, groups=8).eval()
+    x = torch.randn(2, 8, size, size).contiguous(memory_format=torch.channels_last)
+    results = []
+    for module in (conv, network.SamePadConv(conv)):
+        image = x.clone().requires_grad_(True)
+        y = module(image)
+        (grad,) = torch.autograd.grad((y ** 2).sum(), image)
+        results.append((y.detach(), grad))
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+    assert results[1][1].is_contiguous(memory_format=torch.channels_last)
+    # In a bfloat16 network, the convolution can run in float32: cast in the same pass as the padding.
+    same = network.SamePadConv(conv)
+    same.compute_dtype = torch.float32
+    low = same(x.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), results[0][0], rtol=0.02, atol=0.05)

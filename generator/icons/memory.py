@@ -5,8 +5,8 @@ forward pass of two probe images under a saved-tensors hook measures it per icon
 The batch takes a share of the device's total memory (not its free memory, which
 changes from run to run: the batch size decides which icons share a random stream,
 so it must be the same on every run on the same device), up to a cap where larger
-batches stop paying (BENCHMARKS.md: on a 2-core CPU, 32 runs faster per icon than
-16 or 64).
+batches stop paying (BENCHMARKS.md: on a 2-core CPU, 64 runs faster per icon than
+32 or 96).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 MEMORY_SHARE = 0.25
 # Gradients and temporaries of the backward pass, on top of the saved tensors.
 OVERHEAD = 2.0
-CAPS = {"cpu": 32, "cuda": 128}
+CAPS = {"cpu": 64, "cuda": 128}
 
 
 def total_memory(device: torch.device) -> int:

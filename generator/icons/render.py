@@ -15,12 +15,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from ..collect import capture
 from ..models import LoadedModel
 from ..store import array_digest, make_key
-from .fold import fold_batchnorm
-from .fuse import ConvClip, fusable, fuse_clips
 from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
+from .network import layer_fn, pick_precision
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
 from .transform import robust_transform
@@ -45,79 +43,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def pick_precision(name: str, device: torch.device) -> str:
-    """"auto": bfloat16 on a CPU with AMX tiles, where it is faster at the same fidelity (BENCHMARKS.md); else float32.
-
-    CUDA stays at float32 (cuDNN's convolutions use TF32 already) until bfloat16 is
-    measured there.
-    """
-    if name != "auto":
-        return name
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bfloat16" if device.type == "cpu" and torch.backends.mkldnn.is_available() and amx() else "float32"
-
-
-class _Float32(torch.nn.Module):
-    """A module run in float32 inside a bfloat16 network."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module.float()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.float()).to(x.dtype)
-
-
-def _strided_depthwise(m: torch.nn.Module) -> bool:
-    return isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels and max(m.stride) > 1
-
-
-def _layer_fn(model: LoadedModel, layer: str, device: torch.device,
-              precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images in [0, 1] -> the layer's activations; the network stops at the layer.
-
-    Batch norms are folded into the convolutions before them, clipping activations are
-    fused into the convolutions before them (on the CPU), and channels-last memory makes
-    the convolutions, depthwise ones above all, faster on the CPU (BENCHMARKS.md).
-    """
-    example = model.normalize(torch.rand(2, 3, model.input_size, model.input_size,
-                                         generator=torch.Generator().manual_seed(0)))
-    net = fold_batchnorm(model.net, layer, example)
-    if fusable(device):
-        net = fuse_clips(net, layer, example)
-    dtype = PRECISIONS[precision]
-    net = net.to(device, dtype, memory_format=torch.channels_last)
-    for name, m in list(net.named_modules()):
-        # An in-place activation on a channels-last tensor that autograd tracks copies its
-        # result back: out of place, a step is a few per cent faster.
-        if getattr(m, "inplace", False):
-            m.inplace = False
-        # oneDNN's bfloat16 backward pass of a strided depthwise convolution is about 20
-        # times slower than its float32 one on the CPU; those few stay in float32.
-        conv = m.conv if isinstance(m, ConvClip) else m
-        if dtype != torch.float32 and device.type == "cpu" and _strided_depthwise(conv) \
-                and not isinstance(net.get_submodule(name.rpartition(".")[0]), ConvClip):
-            parent, _, child = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, child, _Float32(m))
-    module = {layer: net.get_submodule(layer)}
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        x = model.normalize(images).to(dtype).contiguous(memory_format=torch.channels_last)
-        return capture(net, module, x)[layer]
-
-    return forward
-
-
 def prepare(model: LoadedModel, layer: str, device: torch.device, precision: str,
             settings: RenderSettings) -> tuple[Callable, Callable, RenderSettings]:
     """The network to optimize through, the float32 one to read fidelity with, and settings with a batch size."""
     for p in model.net.parameters():
         p.requires_grad_(False)
-    forward = _layer_fn(model, layer, device, precision)
-    scorer = forward if precision == "float32" else _layer_fn(model, layer, device)
+    forward = layer_fn(model, layer, device, precision)
+    scorer = forward if precision == "float32" else layer_fn(model, layer, device)
     if not settings.batch_size:
         settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, device))
     if device.type == "cpu":
@@ -133,7 +65,7 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
     reuses a renderer's prepared network.
     """
     device = device or icons.device
-    forward = forward or _layer_fn(model, layer, device)
+    forward = forward or layer_fn(model, layer, device)
     with torch.no_grad():
         acts = forward(icons.to(device))
     return cosine_at_centre(acts.float(), directions.to(device).float()).cpu()
