@@ -47,7 +47,7 @@ def run(preset: str) -> tuple[dict[str, float], float, dict]:
         start = time.perf_counter()
         result = build(cfg)
         total = time.perf_counter() - start
-        cells = {a["layer"]: sum(len(lv["cells"]) for lv in a["level_data"]) for a in result.manifest["atlases"]}
+        cells = {a["layer"]: sum(lv["cell_count"] for lv in a["level_data"]) for a in result.manifest["atlases"]}
         facts = {"icons": sum(cells.values()), "activations": sum(a["activations"] for a in result.manifest["atlases"]),
                  "layers": len(cells), "size": cfg.icons.size_px, "steps": cfg.icons.steps}
         return result.timings, total, facts

@@ -5,8 +5,9 @@
 
 The malloc setting is process-wide and one-way, so every configuration runs in a fresh
 process of its own; rounds alternate the configurations so that noise on a shared
-machine hits all alike, and the table gives medians. Same layer, size and batch as
-bench_icons.py; random unit directions (speed does not depend on them).
+machine hits all alike, and the table gives medians. Same layer and size as
+bench_icons.py, at its batch (32) and at a build's on this CPU (64); random unit
+directions (speed does not depend on them).
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layer", default="blocks.4")
     parser.add_argument("--size", type=int, default=80)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", default="32,64")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)  # a worker's
     parser.add_argument("--worker")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -91,25 +93,28 @@ def main() -> None:
 
     from bench_build import machine, write_section
 
-    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    batches = [int(b) for b in args.batches.split(",")]
+    rates: dict[tuple[str, int], list[float]] = {(name, b): [] for name in CONFIGS for b in batches}
     for _ in range(args.rounds):
-        for name in CONFIGS:
+        for name, batch in rates:
             out = subprocess.run([sys.executable, __file__, "--worker", name, "--layer", args.layer, "--size",
-                                  str(args.size), "--batch", str(args.batch), "--steps", str(args.steps)],
+                                  str(args.size), "--batch", str(batch), "--steps", str(args.steps)],
                                  check=True, capture_output=True, text=True, cwd=ROOT)
-            rates[name].append(float(out.stdout.strip().splitlines()[-1]))
-    base = statistics.median(rates["baseline (plain port)"])
+            rates[name, batch].append(float(out.stdout.strip().splitlines()[-1]))
+    median = {key: statistics.median(values) for key, values in rates.items()}
     lines = [
-        f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px, batch {args.batch}; each configuration in a "
-        f"fresh process, medians of {args.rounds} alternating rounds of {args.steps} steps; {machine()}; command: "
-        "`python benchmarks/bench_engine.py --write`.",
+        f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px; each configuration in a fresh process, medians "
+        f"of {args.rounds} alternating rounds of {args.steps} steps; {machine()}; command: "
+        "`python benchmarks/bench_engine.py --write`. Icon-steps per second, and against the baseline at the "
+        "same batch:",
         "",
-        "| configuration | icon-steps per second | against the baseline |",
-        "|---|---|---|",
+        "| configuration | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|" + "---|" * len(batches),
     ]
-    for name, values in rates.items():
-        rate = statistics.median(values)
-        lines.append(f"| {name} | {rate:.0f} | {rate / base:.2f}x |")
+    for name in CONFIGS:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{median[name, b]:.0f} ({median[name, b] / median['baseline (plain port)', b]:.2f}x)"
+            for b in batches) + " |")
     text = "\n".join(lines)
     print(text)
     if args.write:

@@ -61,8 +61,7 @@ def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], size_px: in
 
 
 # glibc's mallopt parameters.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest allowed value on 64-bit systems
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _kept = 0
 
 
@@ -70,9 +69,10 @@ def keep_freed_memory(nbytes: int) -> None:
     """Let glibc's malloc keep `nbytes` of freed memory for the next step, instead of returning it.
 
     A step allocates and frees the same large tensors every time. By default glibc maps
-    the largest afresh and hands freed memory back to the kernel, so every step pays
-    page faults on tens of megabytes: about a tenth of a step on the CPU (BENCHMARKS.md).
-    Process-wide and only ever raised; a no-op where malloc is not glibc's.
+    the largest afresh (above 32 MB always) and hands freed memory back to the kernel, so
+    every step pays page faults on tens of megabytes: about a tenth of a step on the CPU
+    (BENCHMARKS.md). So all allocations come from the heap, and the heap keeps `nbytes`
+    free. Process-wide and only ever raised; a no-op where malloc is not glibc's.
     """
     global _kept
     nbytes = min(int(nbytes), 2**31 - 1)
@@ -82,5 +82,5 @@ def keep_freed_memory(nbytes: int) -> None:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):
         return
-    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and mallopt(_M_TRIM_THRESHOLD, nbytes):
+    if mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, nbytes):
         _kept = nbytes
