@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from ..collect import capture
+from .surgery import run_watched, same_at_layer, set_module
 
 
 def _replacement(bn: nn.Module) -> nn.Module | None:
@@ -50,18 +50,8 @@ def _pairs(net: nn.Module, layer: str, example: torch.Tensor) -> list[tuple[str,
                     pairs.append((source[0], name))
 
             handles.append(module.register_forward_pre_hook(before))
-    try:
-        with torch.no_grad():
-            capture(net, {layer: net.get_submodule(layer)}, example)
-    finally:
-        for h in handles:
-            h.remove()
+    run_watched(net, layer, example, handles)
     return pairs
-
-
-def _set(net: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(net.get_submodule(parent) if parent else net, child, module)
 
 
 def fold_batchnorm(net: nn.Module, layer: str, example: torch.Tensor) -> nn.Module:
@@ -84,14 +74,11 @@ def fold_batchnorm(net: nn.Module, layer: str, example: torch.Tensor) -> nn.Modu
                 shift = shift + conv.bias * scale
             conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
             conv.bias = nn.Parameter(shift, requires_grad=False)
-            _set(folded, bn_name, replacement)
+            set_module(folded, bn_name, replacement)
             count += 1
     if not count:
         return net
-    with torch.no_grad():
-        want = capture(net, {layer: net.get_submodule(layer)}, example)[layer]
-        got = capture(folded, {layer: folded.get_submodule(layer)}, example)[layer]
-    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-3, atol=1e-4 * float(want.abs().max()) + 1e-6):
+    if not same_at_layer(net, folded, layer, example):
         return net
     for p in folded.parameters():
         p.requires_grad_(False)

@@ -20,7 +20,7 @@ import copy
 import torch
 from torch import nn
 
-from ..collect import capture
+from .surgery import run_watched, same_at_layer, set_module
 
 # (oneDNN post-op name, its arguments, low, high) per activation: the gradient passes where low < y < high.
 _CLIPS = {nn.ReLU: ("relu", [], 0.0, float("inf")), nn.ReLU6: ("hardtanh", [0.0, 6.0], 0.0, 6.0)}
@@ -91,18 +91,8 @@ def _pairs(net: nn.Module, layer: str, example: torch.Tensor) -> list[tuple[str,
                 seen.setdefault(name, []).append(source[0] if source is not None and source[1] is args[0] else None)
 
             handles.append(module.register_forward_pre_hook(before))
-    try:
-        with torch.no_grad():
-            capture(net, {layer: net.get_submodule(layer)}, example)
-    finally:
-        for h in handles:
-            h.remove()
+    run_watched(net, layer, example, handles)
     return [(calls[0], act) for act, calls in seen.items() if len(calls) == 1 and calls[0] is not None]
-
-
-def _set(net: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(net.get_submodule(parent) if parent else net, child, module)
 
 
 def fuse_clips(net: nn.Module, layer: str, example: torch.Tensor) -> nn.Module:
@@ -112,14 +102,9 @@ def fuse_clips(net: nn.Module, layer: str, example: torch.Tensor) -> nn.Module:
     for conv_name, act_name in _pairs(fused, layer, example):
         if layer in (conv_name, act_name):
             continue  # the layer's own output must stay what the user named
-        _set(fused, conv_name, ConvClip(fused.get_submodule(conv_name), fused.get_submodule(act_name)))
-        _set(fused, act_name, nn.Identity())
+        set_module(fused, conv_name, ConvClip(fused.get_submodule(conv_name), fused.get_submodule(act_name)))
+        set_module(fused, act_name, nn.Identity())
         count += 1
     if not count:
         return net
-    with torch.no_grad():
-        want = capture(net, {layer: net.get_submodule(layer)}, example)[layer]
-        got = capture(fused, {layer: fused.get_submodule(layer)}, example)[layer]
-    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-3, atol=1e-4 * float(want.abs().max()) + 1e-6):
-        return net
-    return fused
+    return fused if same_at_layer(net, fused, layer, example) else net

@@ -19,6 +19,7 @@ from ..collect import capture
 from ..models import LoadedModel
 from .fold import fold_batchnorm
 from .fuse import ConvClip, fusable, fuse_clips
+from .surgery import same_at_layer, set_module
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -92,11 +93,6 @@ class SamePadConv(nn.Module):
         return F.conv2d(padded, c.weight, c.bias, c.stride, 0, c.dilation, c.groups).to(x.dtype)
 
 
-def _set(net: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(net.get_submodule(parent) if parent else net, child, module)
-
-
 def static_same_padding(net: nn.Module, layer: str, example: torch.Tensor) -> nn.Module:
     """A copy of `net` with timm's Conv2dSame modules as SamePadConv; `net` itself if it has none or they differ."""
     names = [name for name, m in net.named_modules()
@@ -105,11 +101,8 @@ def static_same_padding(net: nn.Module, layer: str, example: torch.Tensor) -> nn
         return net
     padded = copy.deepcopy(net)
     for name in names:
-        _set(padded, name, SamePadConv(padded.get_submodule(name)))
-    with torch.no_grad():
-        want = capture(net, {layer: net.get_submodule(layer)}, example)[layer]
-        got = capture(padded, {layer: padded.get_submodule(layer)}, example)[layer]
-    return padded if want.shape == got.shape and torch.equal(want, got) else net
+        set_module(padded, name, SamePadConv(padded.get_submodule(name)))
+    return padded if same_at_layer(net, padded, layer, example, exact=True) else net
 
 
 class _Float32(nn.Module):
@@ -158,7 +151,7 @@ def layer_fn(model: LoadedModel, layer: str, device: torch.device,
             m.conv.float()
             m.compute_dtype = torch.float32
         elif _strided_depthwise(m.conv if isinstance(m, ConvClip) else m):
-            _set(net, name, _Float32(m))
+            set_module(net, name, _Float32(m))
     module = {layer: net.get_submodule(layer)}
 
     def forward(images: torch.Tensor) -> torch.Tensor:
