@@ -33,25 +33,31 @@ def main():
     parser.add_argument("--batches", default="8,16,32,64")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (e.g. --device cuda --batches 100)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
     model = load_model("efficientnet_lite0")
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     channels = model.layer_shapes()[args.layer][0]
     batches = [int(b) for b in args.batches.split(",")]
     settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=max(batches))
-    precision = pick_precision("auto", device)
+    precision = pick_precision(args.precision, device)
     forward, _, settings = prepare(model, args.layer, device, precision, settings)  # as render_icons runs it
     rates: dict[int, list[float]] = {b: [] for b in batches}
     for repeat in range(args.repeats + 1):
         for b in batches:
             g = torch.Generator().manual_seed(repeat)
-            targets = torch.nn.functional.normalize(torch.randn(b, channels, generator=g), dim=1)
+            targets = torch.nn.functional.normalize(torch.randn(b, channels, generator=g), dim=1).to(device)
             start = time.perf_counter()
             optimize(forward, targets, settings, g, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             if repeat:  # the first round warms up
                 rates[b].append(b * args.steps / (time.perf_counter() - start))
-    print(f"{args.layer} of EfficientNet-Lite0, {args.size} px, {precision}, {machine()}; medians of {args.repeats} runs "
-          f"of {args.steps} steps; command: `python benchmarks/bench_batch.py`.\n")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
+    command = " ".join(["python benchmarks/bench_batch.py", *sys.argv[1:]])
+    print(f"{args.layer} of EfficientNet-Lite0, {args.size} px, {precision}, {where}; medians of {args.repeats} runs "
+          f"of {args.steps} steps; command: `{command}`.\n")
     print("| batch | " + " | ".join(map(str, batches)) + " |")
     print("|---|" + "---|" * len(batches))
     print("| icon-steps per second | " + " | ".join(f"{statistics.median(rates[b]):.0f}" for b in batches) + " |")
