@@ -248,14 +248,15 @@ def _clip_net():
 
 @pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
 def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
-    from generator.icons.fuse import ConvClip, fuse_clips
+    from generator.icons.fuse import ConvClip, fuse_convolutions
 
     net = _clip_net()
     x = torch.randn(2, 3, 16, 16)
-    fused = fuse_clips(net, "out", x)
+    fused = fuse_convolutions(net, "out", x)
     assert isinstance(fused.a, ConvClip) and isinstance(fused.b, ConvClip)
     assert isinstance(fused.a_act, torch.nn.Identity) and isinstance(fused.b_act, torch.nn.Identity)
-    assert type(fused.c) is torch.nn.Conv2d and type(fused.shared) is torch.nn.ReLU  # called twice: left alone
+    assert isinstance(fused.c, ConvClip) and fused.c.clip is None  # its ReLU is called twice: left alone
+    assert type(fused.shared) is torch.nn.ReLU
     assert type(net.a) is torch.nn.Conv2d  # the original is untouched
     outputs = []
     for model in (net, fused):
@@ -267,7 +268,7 @@ def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
     torch.testing.assert_close(outputs[1][0], outputs[0][0])
     torch.testing.assert_close(outputs[1][1], outputs[0][1])
     # The layer a user named keeps its own output: a conv named as the layer is not fused.
-    assert type(fuse_clips(net, "a", x).a) is torch.nn.Conv2d
+    assert type(fuse_convolutions(net, "a", x).a) is torch.nn.Conv2d
 
 
 @pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
@@ -319,15 +320,45 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
     assert network.pick_precision("auto", cpu) == ("bfloat16" if torch.backends.mkldnn.is_available() else "float32")
 
 
+@pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
+@pytest.mark.parametrize("same", [False, True])
+@pytest.mark.parametrize("groups,kernel,stride,padding", [
+    (8, 3, 1, 1), (8, 5, 1, 2), (8, 3, 2, 1), (8, 5, 2, 2), (8, 3, 2, 0), (1, 3, 2, 1), (1, 1, 1, 0), (2, 3, 3, 2),
+    (1, 5, 3, 1)])
+def test_convolution_with_forward_kernels_matches_pytorch(groups, kernel, stride, padding, same):
+    """ConvClip's input gradient (a forward convolution of the spread-out gradient) is the gradient."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    from generator.icons.fuse import ConvClip
+
+    if same and padding:
+        return
+    torch.manual_seed(0)
+    conv = (Conv2dSame if same else torch.nn.Conv2d)(8, 16 if groups == 2 else 8, kernel, stride,
+                                                      **({} if same else {"padding": padding}), groups=groups)
+    for size in (5, 8, 11, 20):
+        x = (torch.randn(2, 8, size, size) * 3).contiguous(memory_format=torch.channels_last)
+        results = []
+        for module in (torch.nn.Sequential(conv, torch.nn.ReLU6()), ConvClip(conv, torch.nn.ReLU6(), same)):
+            image = x.clone().requires_grad_(True)
+            y = module(image)
+            (grad,) = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum(), image)
+            results.append((y.detach(), grad))
+        torch.testing.assert_close(results[1][0], results[0][0])
+        torch.testing.assert_close(results[1][1], results[0][1])
+
+
 @pytest.mark.parametrize("kernel,size", [(3, 40), (5, 20), (5, 5), (3, 7)])
 def test_same_padding_in_one_pass_matches_timm(kernel, size):
     from timm.layers.conv2d_same import Conv2dSame
+
+    from generator.icons.padding import SamePadConv
 
     torch.manual_seed(0)
     conv = Conv2dSame(8, 8, kernel, stride=2, groups=8).eval()
     x = torch.randn(2, 8, size, size).contiguous(memory_format=torch.channels_last)
     results = []
-    for module in (conv, network.SamePadConv(conv)):
+    for module in (conv, SamePadConv(conv)):
         image = x.clone().requires_grad_(True)
         y = module(image)
         (grad,) = torch.autograd.grad((y ** 2).sum(), image)
@@ -336,7 +367,7 @@ def test_same_padding_in_one_pass_matches_timm(kernel, size):
     torch.testing.assert_close(results[1][1], results[0][1])
     assert results[1][1].is_contiguous(memory_format=torch.channels_last)
     # In a bfloat16 network, the convolution can run in float32: cast in the same pass as the padding.
-    same = network.SamePadConv(conv)
+    same = SamePadConv(conv)
     same.compute_dtype = torch.float32
     low = same(x.to(torch.bfloat16))
     assert low.dtype == torch.bfloat16

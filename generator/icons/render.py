@@ -86,7 +86,8 @@ def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
     if start is not None:
         image.start_from(*start)
     image = image.to(device)
-    optimizer = torch.optim.Adam(image.parameters(), lr=s.learning_rate)
+    # One kernel for Adam's whole update instead of a dozen tensor ops (same arithmetic).
+    optimizer = torch.optim.Adam(image.parameters(), lr=s.learning_rate, fused=device.type in ("cpu", "cuda"))
     objective = torch.zeros(len(targets))
     for step in range(1, (steps or s.steps) + 1):
         optimizer.zero_grad(set_to_none=True)
