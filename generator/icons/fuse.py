@@ -5,7 +5,8 @@ kernel that clips as it writes (the fused kernel PyTorch's compiler uses for
 inference); TensorFlow-style padding is done in the same module. Backward, the gradient
 passes where the output is strictly inside the clip's range, which needs only the
 output, and the input's gradient is computed with forward kernels too (input_grad.py).
-Nothing but the output (for the clip) is kept for the backward pass.
+Nothing but the output (for the clip) is kept for the backward pass. Kernels are
+reordered into oneDNN's layout once per input shape, not on every call.
 
 Convolutions are found by watching one forward pass, as in fold.py; an activation is
 fused when it is called once, on the very tensor a convolution just returned. The
@@ -49,23 +50,27 @@ class _Plan(NamedTuple):
     pads: tuple[int, int, int, int]  # TensorFlow "SAME" padding (left, right, top, bottom), or zeros
     conv_args: tuple[list[int], list[int], list[int], int]  # padding, stride, dilation, groups
     back: InputGrad
+    weight: torch.Tensor
 
 
-def _plan(conv: nn.Conv2d, same: bool, height: int, width: int) -> _Plan:
+def _plan(conv: nn.Conv2d, same: bool, shape: tuple[int, ...]) -> _Plan:
+    height, width = shape[-2:]
     pads = same_pads(conv, height, width) if same else (0, 0, 0, 0)
     before = (pads[2] + conv.padding[0], pads[0] + conv.padding[1])
     after = (pads[3] + conv.padding[0], pads[1] + conv.padding[1])
     out = tuple((n + b + a - k) // s + 1 for n, b, a, k, s in
                 zip((height, width), before, after, conv.kernel_size, conv.stride))
-    return _Plan(pads, (list(conv.padding), list(conv.stride), [1, 1], conv.groups),
-                 input_grad.plan(conv.weight, conv.groups, conv.stride, before, (height, width), out))
+    padded = [shape[0], shape[1], height + pads[2] + pads[3], width + pads[0] + pads[1]]
+    back = input_grad.plan(conv.weight, conv.groups, conv.stride, before, (height, width), out, shape[0])
+    return _Plan(pads, (list(conv.padding), list(conv.stride), [1, 1], conv.groups), back,
+                 input_grad.pack(conv.weight, list(conv.padding), list(conv.stride), conv.groups, padded))
 
 
 class _ConvClip(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, module: "ConvClip", plan: _Plan):
+    def forward(ctx, x, bias, module: "ConvClip", plan: _Plan):
         padded = pad_zeros(x, plan.pads) if any(plan.pads) else x
-        y = torch.ops.mkldnn._convolution_pointwise(padded, weight, bias, *plan.conv_args, *module.post, "")
+        y = torch.ops.mkldnn._convolution_pointwise(padded, plan.weight, bias, *plan.conv_args, *module.post, "")
         ctx.save_for_backward(*([y] if module.clip else []))
         ctx.clip, ctx.back = module.clip, plan.back
         return y
@@ -73,13 +78,13 @@ class _ConvClip(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
+            return None, None, None, None
         grad, clip = grad_y, ctx.clip
         if clip and clip[3] == float("inf"):
             grad = torch.ops.aten.threshold_backward(grad_y, ctx.saved_tensors[0], clip[2])
         elif clip:
             grad = torch.ops.aten.hardtanh_backward(grad_y, ctx.saved_tensors[0], clip[2], clip[3])
-        return input_grad.input_grad(grad, ctx.back), None, None, None, None
+        return input_grad.input_grad(grad, ctx.back), None, None, None
 
 
 class ConvClip(nn.Module):
@@ -91,13 +96,17 @@ class ConvClip(nn.Module):
         self.post = (self.clip[0], self.clip[1]) if self.clip else ("none", [])
         self._plans: dict[tuple, _Plan] = {}
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_plans": {}}  # oneDNN's reordered kernels cannot be copied; they are remade
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.conv.weight
-        key = (x.shape[-2], x.shape[-1], weight.dtype, weight.device, weight.data_ptr(), weight._version)
+        key = (tuple(x.shape), weight.dtype, weight.device, weight.data_ptr(), weight._version)
         if key not in self._plans:
-            self._plans = {k: v for k, v in self._plans.items() if k[4] == key[4]}  # drop a former weight's
-            self._plans[key] = _plan(self.conv, self.same, x.shape[-2], x.shape[-1])
-        return _ConvClip.apply(x, weight, self.conv.bias, self, self._plans[key])
+            # A former weight's plans go; so do all once there are many shapes (a build has two or three).
+            self._plans = {k: v for k, v in self._plans.items() if k[3:] == key[3:] and len(self._plans) < 16}
+            self._plans[key] = _plan(self.conv, self.same, tuple(x.shape))
+        return _ConvClip.apply(x, self.conv.bias, self, self._plans[key])
 
 
 def _convertible(module: nn.Module) -> bool:

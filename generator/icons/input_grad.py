@@ -46,8 +46,15 @@ def _transposed(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return swapped.reshape(groups * in_per_group, out_ch // groups, kh, kw)
 
 
+def pack(weight: torch.Tensor, padding: list[int], stride: list[int], groups: int, shape: list[int]) -> torch.Tensor:
+    """`weight` reordered once into oneDNN's own layout for inputs of `shape`, as PyTorch's compiler does
+    for inference. A plain weight is reordered on every call: about 1.5 ms of a step (BENCHMARKS.md)."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.detach().contiguous().to_mkldnn(), padding, stride,
+                                                    [1, 1], groups, shape)
+
+
 def plan(weight: torch.Tensor, groups: int, stride: tuple[int, int], before: tuple[int, int],
-         size: tuple[int, int], out_size: tuple[int, int]) -> InputGrad:
+         size: tuple[int, int], out_size: tuple[int, int], batch: int) -> InputGrad:
     """The plan for a convolution by `weight` whose output pixel i read input pixels s*i - before + a, a < k.
 
     `size` is the input's height and width, `out_size` the output's.
@@ -55,7 +62,9 @@ def plan(weight: torch.Tensor, groups: int, stride: tuple[int, int], before: tup
     weight = weight.detach()
     kernel_size = tuple(weight.shape[-2:])
     if stride[0] == stride[1] > 1 and weight.shape[1] > 1:
-        return _sub_pixel(weight, groups, stride[0], before, size, out_size)
+        how = _sub_pixel(weight, groups, stride[0], before, size, out_size)
+        return how._replace(kernel=pack(how.kernel, how.padding, [1, 1], groups,
+                                        [batch, weight.shape[0], *out_size]))
     # Grid: output pixel i's gradient goes to s*i + k - 1 - q - b of a zero grid, which a
     # stride-1 convolution with padding q turns into the input's gradient; q is as large as
     # keeps every position on the grid, so that the grid is the input's size and, at
@@ -72,6 +81,7 @@ def plan(weight: torch.Tensor, groups: int, stride: tuple[int, int], before: tup
     kernel = _transposed(weight, groups).flip(-2, -1).contiguous(memory_format=torch.channels_last)
     same = stride == (1, 1) and all(p.start == 0 and p.stop == n for p, n in zip(places, lengths)) and \
         tuple(lengths) == tuple(out_size)
+    kernel = pack(kernel, pads, [1, 1], groups, [batch, weight.shape[0], *lengths])
     if same:
         return InputGrad(kernel, pads, groups, size)
     return InputGrad(kernel, pads, groups, size, tuple(lengths), (*places, *keeps))
