@@ -56,19 +56,19 @@ class _Plan(NamedTuple):
 
 def _plan(conv: nn.Conv2d, same: bool, shape: tuple[int, ...]) -> _Plan:
     height, width = shape[-2:]
-    weight, padding = conv.weight.detach(), list(conv.padding)
     pads = same_pads(conv, height, width) if same else (0, 0, 0, 0)
-    left, right, top, bottom = pads
-    if right == left + 1 and bottom == top + 1 and padding == [0, 0]:
+    before = (pads[2] + conv.padding[0], pads[0] + conv.padding[1])
+    after = (pads[3] + conv.padding[0], pads[1] + conv.padding[1])
+    out = tuple((n + b + a - k) // s + 1 for n, b, a, k, s in
+                zip((height, width), before, after, conv.kernel_size, conv.stride))
+    back = input_grad.plan(conv.weight, conv.groups, conv.stride, before, (height, width), out, shape[0])
+    weight, padding = conv.weight.detach(), list(conv.padding)
+    if after == (before[0] + 1, before[1] + 1) and padding == [0, 0]:
         # TensorFlow's odd pixel after: a zero row and column before the kernel make the padding
         # symmetric, so the convolution pads as it reads instead of the input being copied.
-        weight, padding, pads = F.pad(weight, (1, 0, 1, 0)), [bottom, right], (0, 0, 0, 0)
-    before = (pads[2] + padding[0], pads[0] + padding[1])
-    after = (pads[3] + padding[0], pads[1] + padding[1])
-    out = tuple((n + b + a - k) // s + 1 for n, b, a, k, s in
-                zip((height, width), before, after, weight.shape[-2:], conv.stride))
+        # (The gradient's plan keeps the kernel as it is: the zero taps would only add work.)
+        weight, padding, pads = F.pad(weight, (1, 0, 1, 0)), list(after), (0, 0, 0, 0)
     padded = [shape[0], shape[1], height + pads[2] + pads[3], width + pads[0] + pads[1]]
-    back = input_grad.plan(weight, conv.groups, conv.stride, before, (height, width), out, shape[0])
     return _Plan(pads, (padding, list(conv.stride), [1, 1], conv.groups), back,
                  input_grad.pack(weight, padding, list(conv.stride), conv.groups, padded))
 
