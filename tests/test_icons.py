@@ -328,7 +328,7 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
 @pytest.mark.parametrize("same", [False, True])
 @pytest.mark.parametrize("groups,kernel,stride,padding", [
     (8, 3, 1, 1), (8, 5, 1, 2), (8, 3, 2, 1), (8, 5, 2, 2), (8, 3, 2, 0), (1, 3, 2, 1), (1, 1, 1, 0), (2, 3, 3, 2),
-    (1, 5, 3, 1)])
+    (1, 5, 3, 1), (1, (1, 7), (2, 1), (0, 3)), (4, (3, 5), (1, 2), (1, 2))])
 def test_convolution_with_forward_kernels_matches_pytorch(groups, kernel, stride, padding, same):
     """ConvClip's input gradient (a forward convolution of the spread-out gradient) is the gradient."""
     from timm.layers.conv2d_same import Conv2dSame
