@@ -110,8 +110,9 @@ class ConvClip(nn.Module):
         weight = self.conv.weight
         key = (tuple(x.shape), weight.dtype, weight.device, weight.data_ptr(), weight._version)
         if key not in self._plans:
-            # A former weight's plans go; so do all once there are many shapes (a build has two or three).
-            self._plans = {k: v for k, v in self._plans.items() if k[3:] == key[3:] and len(self._plans) < 16}
+            # Plans for a former weight go, and all of them once there are many shapes (a build has two or three).
+            if len(self._plans) >= 16 or any(k[3:] != key[3:] for k in self._plans):
+                self._plans = {}
             self._plans[key] = _plan(self.conv, self.same, tuple(x.shape))
         return _ConvClip.apply(x, self.conv.bias, self, self._plans[key])
 
