@@ -6,8 +6,11 @@
 Both render the same 32 real directions (cells of the default atlas's 16 x 16 level at
 blocks.4, from the embedded photographs) at 80 px for 256 steps, one after the other in
 one process. Fidelity (the cosine between a direction and the centre activation of its
-untransformed icon) is read every 8 steps of one long run of each; speed comes from
-short runs of each, alternating, so that noise on a shared machine hits both alike.
+untransformed icon) is read every 8 steps of one long run of each. Speed comes from
+short runs of each, alternating, so that noise on a shared machine hits both alike, each
+in a fresh process with our malloc setting (bench_engine.py's workers): run in one
+process, ours after the baseline is about 6% slower than before it, as the baseline's
+larger heap is left behind (`--same-process` times them that way).
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baseline_render import baseline_render  # noqa: E402
 from bench_build import machine, write_section  # noqa: E402
+from bench_engine import fresh_process_rate  # noqa: E402
 
 from generator.icons.render import RenderSettings, fidelity, optimize, pick_precision, prepare  # noqa: E402
 
 CHECKPOINTS = (32, 64, 128, 256)
 MARK_START, MARK_END = "<!-- icons:start -->", "<!-- icons:end -->"
+# bench_engine's configuration for the renderer as render_icons runs it, per precision.
+OURS = {"bfloat16": "+ bfloat16 (AMX)", "float32": "+ freed memory kept"}
 
 
 def atlas_levels(layer: str, cache: str):
@@ -153,6 +159,8 @@ def main() -> None:
     parser.add_argument("--timing-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--same-process", action="store_true",
+                        help="time both in this process, one after the other (the baseline's heap slows ours)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -180,15 +188,22 @@ def main() -> None:
     optimize(forward, targets, settings, torch.Generator().manual_seed(0), torch.device("cpu"), observe=ours)
 
     # Speed: short runs of each, alternating, so that noise on this shared machine hits both alike.
-    short = RenderSettings(size_px=args.size, steps=args.timing_steps, batch_size=args.batch)
     base_s, ours_s = [], []
-    for repeat in range(args.repeats):
-        start = time.perf_counter()
-        baseline_render(model, args.layer, directions, args.size, args.timing_steps, seed=repeat)
-        base_s.append((time.perf_counter() - start) / args.timing_steps)
-        start = time.perf_counter()
-        optimize(forward, targets, short, torch.Generator().manual_seed(repeat), torch.device("cpu"))
-        ours_s.append((time.perf_counter() - start) / args.timing_steps)
+    if args.same_process:
+        short = RenderSettings(size_px=args.size, steps=args.timing_steps, batch_size=args.batch)
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            baseline_render(model, args.layer, directions, args.size, args.timing_steps, seed=repeat)
+            base_s.append((time.perf_counter() - start) / args.timing_steps)
+            start = time.perf_counter()
+            optimize(forward, targets, short, torch.Generator().manual_seed(repeat), torch.device("cpu"))
+            ours_s.append((time.perf_counter() - start) / args.timing_steps)
+    else:
+        ours_config = OURS[precision]
+        for _ in range(args.repeats):
+            for config, times in (("baseline, freed memory kept", base_s), (ours_config, ours_s)):
+                rate = fresh_process_rate(config, args.layer, args.size, args.batch, args.timing_steps)
+                times.append(args.batch / rate)
     step_base, step_ours = statistics.median(base_s), statistics.median(ours_s)
     rate_base, rate_ours = args.batch / step_base, args.batch / step_ours
     target = dict(base.rows)[128]
@@ -199,7 +214,9 @@ def main() -> None:
         f"Layer {args.layer} of EfficientNet-Lite0, {args.size} px, batch {args.batch}, {args.steps} steps, 32 "
         f"directions from the default atlas; ours in {precision} (the baseline in float32); {machine()}; "
         f"command: `python benchmarks/bench_icons.py --write`. "
-        f"Speed: median over {args.repeats} alternating runs of {args.timing_steps} steps each; fidelity: one "
+        f"Speed: median over {args.repeats} alternating runs of {args.timing_steps} steps each, "
+        f"{'both in this process' if args.same_process else 'each in a fresh process with our malloc setting'}; "
+        f"fidelity: one "
         f"{args.steps}-step run each; time to a fidelity: steps needed times the median step time.",
         "",
         "| | baseline (Lucid recipe, plain port) | ours | ratio |",
