@@ -12,6 +12,11 @@ from generator.icons.param import FourierImage
 from generator.icons.transform import robust_transform
 
 
+# The renderer's tests run on every device at hand: the CUDA path takes the same checks as the CPU's.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs a CUDA GPU"))]
+
+
 def _real_directions(model, layer, image_dir, count=4):
     """Mean activations of real images at the layer's centre: directions a network actually produces."""
     from generator.images import CropLoader, find_images, plan_samples
@@ -35,11 +40,12 @@ def test_param_and_transform_shapes_and_range():
     assert not torch.equal(view, image)
 
 
-def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, image_dir):
+@pytest.mark.parametrize("device", DEVICES)
+def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, image_dir, device):
     layer = "features.2"  # before its ReLU: random images point anywhere, not along the positive cone
     directions = _real_directions(tiny_model, layer, image_dir)
     settings = RenderSettings(size_px=32, steps=48, batch_size=8, learning_rate=0.05)
-    icons, fid, objective = render_icons(tiny_model, layer, directions, settings, seed=0)
+    icons, fid, objective = render_icons(tiny_model, layer, directions, settings, seed=0, device=device)
     assert (objective > 0).all()
     assert icons.shape == (4, 32, 32, 3) and icons.dtype == np.uint8
     assert icons.std() > 5  # not a flat image
@@ -52,40 +58,41 @@ def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, imag
     np.testing.assert_allclose(recomputed.numpy(), fid, atol=0.05)  # stored fidelity matches the saved icon
 
 
-def test_same_seed_gives_bit_identical_icons(tiny_model, image_dir):
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_seed_gives_bit_identical_icons(tiny_model, image_dir, device):
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
     settings = RenderSettings(size_px=24, steps=6, batch_size=8)
-    a = render_icons(tiny_model, "features.2", directions, settings, seed=5)
-    b = render_icons(tiny_model, "features.2", directions, settings, seed=5)
-    c = render_icons(tiny_model, "features.2", directions, settings, seed=6)
-    assert a[0].tobytes() == b[0].tobytes()
-    assert a[0].tobytes() != c[0].tobytes()
+    a, b, c = (render_icons(tiny_model, "features.2", directions, settings, seed=seed, device=device)
+               for seed in (5, 5, 6))
+    if device == "cpu":
+        assert a[0].tobytes() == b[0].tobytes()
+    else:
+        # Bit-identical only on the CPU: CUDA's resample and convolution gradients add atomically.
+        assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() < 1
+    assert np.abs(a[0].astype(int) - c[0].astype(int)).mean() > 2
 
 
-def test_cache_renders_each_batch_once(tmp_path, tiny_model, image_dir, monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_cache_renders_each_batch_once(tmp_path, tiny_model, image_dir, monkeypatch, device):
     directions = _real_directions(tiny_model, "features.2", image_dir, 4)
     settings = RenderSettings(size_px=24, steps=3, batch_size=2)
     calls = []
     original = render_module._render_batch
     monkeypatch.setattr(render_module, "_render_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
-    first = render_icons(tiny_model, "features.2", directions, settings, cache_dir=tmp_path)
+
+    def render(dirs, s):
+        return render_icons(tiny_model, "features.2", dirs, s, cache_dir=tmp_path, device=device)
+
+    first = render(directions, settings)
     assert len(calls) == 2
-    again = render_icons(tiny_model, "features.2", directions, settings, cache_dir=tmp_path)
+    again = render(directions, settings)
     assert len(calls) == 2  # nothing re-rendered
     assert first[0].tobytes() == again[0].tobytes()
     # Adding directions renders only the new batch; changing a setting renders all again.
-    more = np.concatenate([directions, directions[:2] * 2])
-    render_icons(tiny_model, "features.2", more, settings, cache_dir=tmp_path)
+    render(np.concatenate([directions, directions[:2] * 2]), settings)
     assert len(calls) == 3
-    render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=2), cache_dir=tmp_path)
+    render(directions, RenderSettings(24, 4, batch_size=2))
     assert len(calls) == 5
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_path_renders_good_icons(tiny_model, image_dir):
-    directions = _real_directions(tiny_model, "features.4", image_dir)
-    icons, fid, _ = render_icons(tiny_model, "features.4", directions, RenderSettings(32, 48), device="cuda")
-    assert icons.shape == (4, 32, 32, 3) and fid.mean() > 0.5
 
 
 def test_folding_batch_norms_keeps_the_layer_output():
