@@ -59,7 +59,7 @@ def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, imag
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_same_seed_gives_bit_identical_icons(tiny_model, image_dir, device):
+def test_same_seed_gives_the_same_icons(tiny_model, image_dir, device):
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
     settings = RenderSettings(size_px=24, steps=6, batch_size=8)
     a, b, c = (render_icons(tiny_model, "features.2", directions, settings, seed=seed, device=device)
