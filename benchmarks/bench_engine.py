@@ -24,18 +24,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MARK_START, MARK_END = "<!-- engine:start -->", "<!-- engine:end -->"
-# name: (one-pass padding, oneDNN convolutions, keep freed memory, precision); "baseline" rows run
-# baseline_render. Every other row has the renderer's own step around the network (one resample for
-# the transforms, fused Adam).
+# name: (one-pass padding, oneDNN convolutions, keep freed memory, precision, resample's gradient by its
+# inverse map); "baseline" rows run baseline_render. Every other row has the renderer's own step around
+# the network (one resample for the transforms, fused Adam).
 CONFIGS = {
     "baseline (plain port)": None,
     "baseline, freed memory kept": "keep",
-    "folded, channels-last (float32)": (False, False, False, "float32"),
-    "+ padding in one pass": (True, False, False, "float32"),
-    "+ convolutions as oneDNN forward kernels both ways, clips fused": (True, True, False, "float32"),
-    "+ freed memory kept": (True, True, True, "float32"),
-    "+ bfloat16 (AMX)": (True, True, True, "bfloat16"),
+    "folded, channels-last (float32)": (False, False, False, "float32", False),
+    "+ padding in one pass": (True, False, False, "float32", False),
+    "+ convolutions as oneDNN forward kernels both ways, clips fused": (True, True, False, "float32", False),
+    "+ freed memory kept": (True, True, True, "float32", False),
+    "+ bfloat16 (AMX)": (True, True, True, "bfloat16", False),
+    "+ resample's gradient by its inverse map, normalized in the same pass": (True, True, True, "bfloat16", True),
 }
+# The renderer as render_icons runs it, per precision (bench_icons.py times these).
+RENDERER = {"bfloat16": "+ resample's gradient by its inverse map, normalized in the same pass",
+            "float32": "the renderer in float32"}
+_EXTRA = {"the renderer in float32": (True, True, True, "float32", True)}
 
 
 def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
@@ -49,7 +54,7 @@ def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
     for p in model.net.parameters():
         p.requires_grad_(False)
     cpu = torch.device("cpu")
-    config = CONFIGS[name]
+    config = {**CONFIGS, **_EXTRA}[name]
     if config is None or config == "keep":
         from baseline_render import baseline_render
 
@@ -62,7 +67,12 @@ def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
         start = time.perf_counter()
         baseline_render(model, layer, directions, size, steps)
         return batch * steps / (time.perf_counter() - start)
-    pad, fuse, keep, precision = config
+    pad, fuse, keep, precision, inverse = config
+    if not inverse:
+        # The exact adjoint of the resample (autograd's scatter), and normalizing after it as its own ops.
+        render.resample = lambda images, grid, _inverse: torch.nn.functional.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        network.LayerFn.signed = lambda self, images: self(images * 0.5 + 0.5)
     if not pad:
         network.static_same_padding = lambda net, layer, example: net
     if not fuse:

@@ -30,14 +30,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baseline_render import baseline_render  # noqa: E402
 from bench_build import machine, write_section  # noqa: E402
-from bench_engine import fresh_process_rate  # noqa: E402
+from bench_engine import RENDERER, fresh_process_rate  # noqa: E402
 
 from generator.icons.render import RenderSettings, fidelity, optimize, pick_precision, prepare  # noqa: E402
 
 CHECKPOINTS = (32, 64, 128, 256)
 MARK_START, MARK_END = "<!-- icons:start -->", "<!-- icons:end -->"
-# bench_engine's configuration for the renderer as render_icons runs it, per precision.
-OURS = {"bfloat16": "+ bfloat16 (AMX)", "float32": "+ freed memory kept"}
 
 
 def atlas_levels(layer: str, cache: str):
@@ -199,7 +197,7 @@ def main() -> None:
             optimize(forward, targets, short, torch.Generator().manual_seed(repeat), torch.device("cpu"))
             ours_s.append((time.perf_counter() - start) / args.timing_steps)
     else:
-        ours_config = OURS[precision]
+        ours_config = RENDERER[precision]
         for _ in range(args.repeats):
             for config, times in (("baseline, freed memory kept", base_s), (ours_config, ours_s)):
                 rate = fresh_process_rate(config, args.layer, args.size, args.batch, args.timing_steps)

@@ -4,7 +4,7 @@
     python benchmarks/profile_step.py --threads 1    # the same on one thread
 
 Wall-clock timers around each part of a step, CPU only (its ops are synchronous): the
-Fourier image, the resample, the network forward, the objective, the backward pass and
+Fourier image, the resample, the network forward (the input's normalization and cast included), the objective, the backward pass and
 Adam; inside the network, the convolutions' forward passes, the clips' backward passes
 and the input gradients. torch.profiler's per-op figures run about 1.5x high on small
 ops here, so they are not used. Medians over the timed steps; random unit directions.
@@ -28,7 +28,7 @@ from generator.icons import fuse, input_grad, network  # noqa: E402
 from generator.icons.memory import bytes_per_icon, keep_freed_memory  # noqa: E402
 from generator.icons.objectives import direction_objective  # noqa: E402
 from generator.icons.param import FourierImage  # noqa: E402
-from generator.icons.transform import robust_transform  # noqa: E402
+from generator.icons.transform import random_views, resample  # noqa: E402
 
 inside: dict[str, float] = defaultdict(float)
 _Plain = fuse._ConvClip
@@ -93,11 +93,11 @@ def main() -> None:
         inside.clear()
         marks = [time.perf_counter()]
         optimizer.zero_grad(set_to_none=True)
-        pixels = image()
+        signed = image.signed()
         marks.append(time.perf_counter())
-        view = robust_transform(pixels, generator)
+        view = resample(signed, *random_views(args.batch, args.size, generator))
         marks.append(time.perf_counter())
-        acts = forward(view)
+        acts = forward.signed(view)
         marks.append(time.perf_counter())
         loss = -direction_objective(acts.float(), targets, 2.0).sum()
         marks.append(time.perf_counter())

@@ -7,8 +7,6 @@ as loaded, or exact by construction) and only changes how fast a step is
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -49,9 +47,46 @@ def _strided_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels and max(m.stride) > 1
 
 
-def layer_fn(model: LoadedModel, layer: str, device: torch.device,
-             precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images in [0, 1] -> the layer's activations; the network stops at the layer.
+class _SignedInput(torch.autograd.Function):
+    """Images in (-1, 1) as the network's input: normalized, in its number format, channels-last, in one pass."""
+
+    @staticmethod
+    def forward(ctx, signed, scale, shift, dtype):
+        out = torch.empty(signed.shape, dtype=dtype, device=signed.device, memory_format=torch.channels_last)
+        torch.addcmul(shift, signed, scale, out=out)
+        ctx.scale, ctx.dtype = scale, signed.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = torch.empty(grad.shape, dtype=ctx.dtype, device=grad.device)
+        return torch.mul(grad, ctx.scale, out=out), None, None, None
+
+
+class LayerFn:
+    """Images -> the layer's activations, through the network as layer_fn prepared it."""
+
+    def __init__(self, model: LoadedModel, net: nn.Module, layer: str, device: torch.device, dtype: torch.dtype):
+        self.model, self.net, self.layer, self.dtype = model, net, layer, dtype
+        self.module = {layer: net.get_submodule(layer)}
+        mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
+        # normalize((s + 1) / 2) = s * scale + shift for images s in (-1, 1).
+        self.scale, self.shift = 0.5 / std, (0.5 - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1]."""
+        x = self.model.normalize(images).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return capture(self.net, self.module, x)[self.layer]
+
+    def signed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step)."""
+        x = _SignedInput.apply(images, self.scale, self.shift, self.dtype)
+        return capture(self.net, self.module, x)[self.layer]
+
+
+def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: str = "float32") -> LayerFn:
+    """Images -> the layer's activations; the network stops at the layer.
 
     Batch norms are folded into the convolutions before them, TensorFlow-style padding
     takes one pass, convolutions run as oneDNN kernels both ways with the clipping
@@ -81,10 +116,4 @@ def layer_fn(model: LoadedModel, layer: str, device: torch.device,
             m.compute_dtype = torch.float32
         elif _strided_depthwise(m):
             set_module(net, name, _Float32(m))
-    module = {layer: net.get_submodule(layer)}
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        x = model.normalize(images).to(dtype).contiguous(memory_format=torch.channels_last)
-        return capture(net, module, x)[layer]
-
-    return forward
+    return LayerFn(model, net, layer, device, dtype)

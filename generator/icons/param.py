@@ -35,6 +35,8 @@ class FourierImage(torch.nn.Module):
         # The quarter folded into the scale is exact: a power of two, through a linear transform.
         self.register_buffer("scale", frequency_scale(size) / 4.0)
         self.register_buffer("color", _COLOR_SQRT_NORMED.clone())
+        # sigmoid(z) = (1 + tanh(z / 2)) / 2: the halving rides in the colour matrix.
+        self.register_buffer("color_half", _COLOR_SQRT_NORMED / 2)
 
     @torch.no_grad()
     def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
@@ -44,10 +46,18 @@ class FourierImage(torch.nn.Module):
         spectrum = torch.fft.rfft2(spatial) / self.scale
         self.spectrum[rows] = torch.view_as_real(spectrum).to(self.spectrum.dtype)
 
-    def forward(self) -> torch.Tensor:
-        """(count, 3, size, size) in [0, 1]."""
+    def _colour(self, matrix: torch.Tensor) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         image = torch.fft.irfft2(spectrum, s=(self.size, self.size))
         # Each pixel's colour times the matrix, as one batched product over flat pixels (einsum copies).
         n, c, h, w = image.shape
-        return torch.sigmoid(torch.matmul(self.color, image.reshape(n, c, h * w)).view(n, c, h, w))
+        return torch.matmul(matrix, image.reshape(n, c, h * w)).view(n, c, h, w)
+
+    def forward(self) -> torch.Tensor:
+        """(count, 3, size, size) in [0, 1]."""
+        return torch.sigmoid(self._colour(self.color))
+
+    def signed(self) -> torch.Tensor:
+        """The same images mapped to (-1, 1), 2 * forward() - 1, in one op fewer: what the renderer resamples,
+        so that the zeros a resample reads outside an image are mid-grey."""
+        return torch.tanh(self._colour(self.color_half))

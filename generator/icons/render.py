@@ -18,10 +18,10 @@ import torch
 from ..models import LoadedModel
 from ..store import array_digest, make_key
 from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
-from .network import layer_fn, pick_precision
+from .network import LayerFn, layer_fn, pick_precision
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
-from .transform import robust_transform
+from .transform import random_views, resample
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def prepare(model: LoadedModel, layer: str, device: torch.device, precision: str,
-            settings: RenderSettings) -> tuple[Callable, Callable, RenderSettings]:
+            settings: RenderSettings) -> tuple[LayerFn, LayerFn, RenderSettings]:
     """The network to optimize through, the float32 one to read fidelity with, and settings with a batch size."""
     for p in model.net.parameters():
         p.requires_grad_(False)
@@ -71,7 +71,7 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
     return cosine_at_centre(acts.float(), directions.to(device).float()).cpu()
 
 
-def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, s: RenderSettings,
+def optimize(forward: LayerFn, targets: torch.Tensor, s: RenderSettings,
              generator: torch.Generator, device: torch.device,
              observe: Callable[[int, FourierImage], None] | None = None,
              start: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -91,8 +91,9 @@ def optimize(forward: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
     objective = torch.zeros(len(targets))
     for step in range(1, (steps or s.steps) + 1):
         optimizer.zero_grad(set_to_none=True)
-        view = robust_transform(image(), generator)
-        objective = direction_objective(forward(view).float(), targets, s.cossim_power)
+        # The transforms as one resample of the images in (-1, 1), so that outside reads mid-grey.
+        view = resample(image.signed(), *random_views(len(targets), s.size_px, generator, device))
+        objective = direction_objective(forward.signed(view).float(), targets, s.cossim_power)
         (-objective.sum()).backward()
         optimizer.step()
         if observe is not None:
