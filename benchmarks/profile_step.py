@@ -4,10 +4,11 @@
     python benchmarks/profile_step.py --threads 1    # the same on one thread
 
 Wall-clock timers around each part of a step, CPU only (its ops are synchronous): the
-Fourier image, the resample, the network forward (the input's normalization and cast included), the objective, the backward pass and
-Adam; inside the network, the convolutions' forward passes, the clips' backward passes
-and the input gradients. torch.profiler's per-op figures run about 1.5x high on small
-ops here, so they are not used. Medians over the timed steps; random unit directions.
+Fourier image, the resample, the network forward (the input's normalization and cast
+included), the objective, the backward pass and Adam; inside the network, the
+convolutions' forward passes, the clips' backward passes and the input gradients.
+torch.profiler's per-op figures run about 1.5x high on small ops here, so they are not
+used. Medians over the timed steps; random unit directions.
 """
 
 from __future__ import annotations
@@ -31,26 +32,22 @@ from generator.icons.param import FourierImage  # noqa: E402
 from generator.icons.transform import random_views, resample  # noqa: E402
 
 inside: dict[str, float] = defaultdict(float)
-_Plain = fuse._ConvClip
 
 
-class _Timed(_Plain):
-    """ConvClip's autograd function, timed: forward; backward split into clip and input gradient."""
+def _timed_forward(*args, _plain=fuse.conv_forward):
+    start = time.perf_counter()
+    out = _plain(*args)
+    inside["convolutions, forward"] += time.perf_counter() - start
+    return out
 
-    @staticmethod
-    def forward(ctx, *args):
-        start = time.perf_counter()
-        out = _Plain.forward(ctx, *args)
-        inside["convolutions, forward"] += time.perf_counter() - start
-        return out
 
-    @staticmethod
-    def backward(ctx, grad):
-        start = time.perf_counter()
-        before = inside["input gradients"]
-        out = _Plain.backward(ctx, grad)
-        inside["clips, backward"] += time.perf_counter() - start - (inside["input gradients"] - before)
-        return out
+def _timed_backward(*args, _plain=fuse.conv_backward):
+    """A convolution's backward pass, split into its clip's and its input gradient's."""
+    start = time.perf_counter()
+    before = inside["input gradients"]
+    out = _plain(*args)
+    inside["clips, backward"] += time.perf_counter() - start - (inside["input gradients"] - before)
+    return out
 
 
 def _timed_input_grad(grad, how, _plain=input_grad.input_grad):
@@ -78,7 +75,8 @@ def main() -> None:
         p.requires_grad_(False)
     cpu = torch.device("cpu")
     precision = network.pick_precision(args.precision, cpu)
-    fuse._ConvClip, input_grad.input_grad = _Timed, _timed_input_grad
+    fuse.conv_forward, fuse.conv_backward = _timed_forward, _timed_backward
+    input_grad.input_grad = _timed_input_grad
     forward = network.layer_fn(model, args.layer, cpu, precision)
     keep_freed_memory(bytes_per_icon(forward, args.size, cpu) * args.batch)
     channels = model.layer_shapes()[args.layer][0]

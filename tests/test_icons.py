@@ -328,6 +328,27 @@ def test_default_model_renders_through_fused_convolutions_with_the_same_gradient
     torch.testing.assert_close(fused[1], unfused[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
+def test_default_model_runs_as_one_tape_and_renders_the_same_icons_as_module_by_module():
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    forward = network.layer_fn(model, "blocks.4", torch.device("cpu"))
+    assert forward.tape is not None  # up to blocks.4, nothing but fused convolutions and sums
+    assert len(forward.tape.steps) == 39
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    assert forward.tape_matches(model.normalize(images))  # activations and input gradient, bit for bit
+
+    targets = torch.nn.functional.normalize(torch.randn(3, 112, generator=torch.Generator().manual_seed(3)), dim=1)
+    settings = RenderSettings(size_px=48, steps=3, batch_size=3)
+    icons = {}
+    for name, tape in (("tape", forward.tape), ("modules", None)):
+        forward.tape = tape
+        icons[name], _ = render_module.optimize(forward, targets, settings, torch.Generator().manual_seed(0),
+                                                torch.device("cpu"))
+    assert torch.equal(icons["tape"], icons["modules"])
+
+
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="needs a CPU with bfloat16 support")
 def test_bfloat16_renders_as_well_as_float32_and_is_cached_apart(tmp_path, tiny_model, image_dir):
     # Eight icons: the mean of four swings by 0.05 from seed to seed in either precision.

@@ -9,7 +9,7 @@ and what makes a step fast without changing it: network (the net cut at the laye
 channels-last, in a chosen precision), fold (batch norms into convolutions), padding
 (TensorFlow's "SAME" padding in one pass), fuse (convolutions as oneDNN kernels, clipping
 activations inside them), input_grad (a convolution's input gradient with forward
-kernels), memory (batch size, malloc).
+kernels), tape (the cut network as one autograd node), memory (batch size, malloc).
 """
 
 from .render import RenderedIcons, RenderSettings, fidelity, render_icons

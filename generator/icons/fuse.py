@@ -73,11 +73,25 @@ def _plan(conv: nn.Conv2d, same: bool, shape: tuple[int, ...]) -> _Plan:
                  input_grad.pack(weight, padding, list(conv.stride), conv.groups, padded))
 
 
+def conv_forward(x: torch.Tensor, bias: torch.Tensor | None, module: "ConvClip", plan: _Plan) -> torch.Tensor:
+    """A ConvClip's output for input `x`: padding, convolution and clip, as `plan` says."""
+    padded = pad_zeros(x, plan.pads) if any(plan.pads) else x
+    return torch.ops.mkldnn._convolution_pointwise(padded, plan.weight, bias, *plan.conv_args, *module.post, "")
+
+
+def conv_backward(grad: torch.Tensor, saved: torch.Tensor | None, clip: tuple | None, back: InputGrad) -> torch.Tensor:
+    """A ConvClip's input gradient from its output's `grad`; `saved` is the output, where it clips."""
+    if clip and clip[3] == float("inf"):
+        grad = torch.ops.aten.threshold_backward(grad, saved, clip[2])
+    elif clip:
+        grad = torch.ops.aten.hardtanh_backward(grad, saved, clip[2], clip[3])
+    return input_grad.input_grad(grad, back)
+
+
 class _ConvClip(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bias, module: "ConvClip", plan: _Plan):
-        padded = pad_zeros(x, plan.pads) if any(plan.pads) else x
-        y = torch.ops.mkldnn._convolution_pointwise(padded, plan.weight, bias, *plan.conv_args, *module.post, "")
+        y = conv_forward(x, bias, module, plan)
         ctx.save_for_backward(*([y] if module.clip else []))
         ctx.clip, ctx.back = module.clip, plan.back
         return y
@@ -86,12 +100,8 @@ class _ConvClip(torch.autograd.Function):
     def backward(ctx, grad_y):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        grad, clip = grad_y, ctx.clip
-        if clip and clip[3] == float("inf"):
-            grad = torch.ops.aten.threshold_backward(grad_y, ctx.saved_tensors[0], clip[2])
-        elif clip:
-            grad = torch.ops.aten.hardtanh_backward(grad_y, ctx.saved_tensors[0], clip[2], clip[3])
-        return input_grad.input_grad(grad, ctx.back), None, None, None
+        saved = ctx.saved_tensors[0] if ctx.clip else None
+        return conv_backward(grad_y, saved, ctx.clip, ctx.back), None, None, None
 
 
 class ConvClip(nn.Module):
@@ -106,7 +116,8 @@ class ConvClip(nn.Module):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_plans": {}}  # oneDNN's reordered kernels cannot be copied; they are remade
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def plan(self, x: torch.Tensor) -> _Plan:
+        """The plan for inputs shaped like `x`, made on first use."""
         weight = self.conv.weight
         key = (tuple(x.shape), weight.dtype, weight.device, weight.data_ptr(), weight._version)
         if key not in self._plans:
@@ -114,7 +125,10 @@ class ConvClip(nn.Module):
             if len(self._plans) >= 16 or any(k[3:] != key[3:] for k in self._plans):
                 self._plans = {}
             self._plans[key] = _plan(self.conv, self.same, tuple(x.shape))
-        return _ConvClip.apply(x, self.conv.bias, self, self._plans[key])
+        return self._plans[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ConvClip.apply(x, self.conv.bias, self, self.plan(x))
 
 
 def _convertible(module: nn.Module) -> bool:

@@ -16,6 +16,7 @@ from .fold import fold_batchnorm
 from .fuse import ConvClip, fusable, fuse_convolutions
 from .padding import SamePadConv, static_same_padding
 from .surgery import set_module
+from .tape import Tape
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -67,8 +68,9 @@ class _SignedInput(torch.autograd.Function):
 class LayerFn:
     """Images -> the layer's activations, through the network as layer_fn prepared it."""
 
-    def __init__(self, model: LoadedModel, net: nn.Module, layer: str, device: torch.device, dtype: torch.dtype):
-        self.model, self.net, self.layer, self.dtype = model, net, layer, dtype
+    def __init__(self, model: LoadedModel, net: nn.Module, layer: str, device: torch.device, dtype: torch.dtype,
+                 tape: Tape | None = None):
+        self.model, self.net, self.layer, self.dtype, self.tape = model, net, layer, dtype, tape
         self.module = {layer: net.get_submodule(layer)}
         mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
@@ -77,13 +79,27 @@ class LayerFn:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1]."""
-        x = self.model.normalize(images).to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return capture(self.net, self.module, x)[self.layer]
+        return self.run(self.model.normalize(images).to(self.dtype).contiguous(memory_format=torch.channels_last))
 
     def signed(self, images: torch.Tensor) -> torch.Tensor:
         """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step)."""
-        x = _SignedInput.apply(images, self.scale, self.shift, self.dtype)
-        return capture(self.net, self.module, x)[self.layer]
+        return self.run(_SignedInput.apply(images, self.scale, self.shift, self.dtype))
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's input, normalized, in its number format, channels-last -> the layer's activations."""
+        return self.tape(x) if self.tape is not None else capture(self.net, self.module, x)[self.layer]
+
+    def tape_matches(self, example: torch.Tensor) -> bool:
+        """Whether the tape gives the module path's activations and input gradient for `example`, bit for bit."""
+        x = example.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        results = []
+        for run in (lambda v: capture(self.net, self.module, v)[self.layer], self.tape):
+            v = x.clone().requires_grad_(True)
+            acts = run(v)
+            weights = torch.linspace(-1, 1, acts.numel(), device=acts.device).view(acts.shape)
+            (grad,) = torch.autograd.grad((acts.float() * weights).sum(), v)
+            results.append((acts.detach(), grad))
+        return all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: str = "float32") -> LayerFn:
@@ -117,4 +133,7 @@ def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: st
             m.compute_dtype = torch.float32
         elif _strided_depthwise(m):
             set_module(net, name, _Float32(m))
-    return LayerFn(model, net, layer, device, dtype)
+    fn = LayerFn(model, net, layer, device, dtype, Tape.make(net, layer) if fusable(device) else None)
+    if fn.tape is not None and not fn.tape_matches(example.to(device)):
+        fn.tape = None
+    return fn
