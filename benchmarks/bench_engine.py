@@ -25,23 +25,26 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MARK_START, MARK_END = "<!-- engine:start -->", "<!-- engine:end -->"
 # name: (one-pass padding, oneDNN convolutions, keep freed memory, precision, resample's gradient by its
-# inverse map, network as one autograd node); "baseline" rows run baseline_render. Every other row has
-# the renderer's own step around the network (one resample for the transforms, fused Adam).
+# inverse map, network as one autograd node, only the layer's centre through its last block);
+# "baseline" rows run baseline_render. Every other row has the renderer's own step around the network
+# (one resample for the transforms, fused Adam).
 CONFIGS = {
     "baseline (plain port)": None,
     "baseline, freed memory kept": "keep",
-    "folded, channels-last (float32)": (False, False, False, "float32", False, False),
-    "+ padding in one pass": (True, False, False, "float32", False, False),
-    "+ convolutions as oneDNN forward kernels both ways, clips fused": (True, True, False, "float32", False, False),
-    "+ freed memory kept": (True, True, True, "float32", False, False),
-    "+ bfloat16 (AMX)": (True, True, True, "bfloat16", False, False),
+    "folded, channels-last (float32)": (False, False, False, "float32", False, False, False),
+    "+ padding in one pass": (True, False, False, "float32", False, False, False),
+    "+ convolutions as oneDNN forward kernels both ways, clips fused": (True, True, False, "float32", False, False,
+                                                                        False),
+    "+ freed memory kept": (True, True, True, "float32", False, False, False),
+    "+ bfloat16 (AMX)": (True, True, True, "bfloat16", False, False, False),
     "+ resample's gradient by its inverse map, normalized in the same pass": (True, True, True, "bfloat16", True,
-                                                                              False),
-    "+ the network as one autograd node (tape)": (True, True, True, "bfloat16", True, True),
+                                                                              False, False),
+    "+ the network as one autograd node (tape)": (True, True, True, "bfloat16", True, True, False),
+    "+ only the layer's centre through its last block": (True, True, True, "bfloat16", True, True, True),
 }
 # The renderer as render_icons runs it, per precision (bench_icons.py times these).
-RENDERER = {"bfloat16": "+ the network as one autograd node (tape)", "float32": "the renderer in float32"}
-_EXTRA = {"the renderer in float32": (True, True, True, "float32", True, True)}
+RENDERER = {"bfloat16": "+ only the layer's centre through its last block", "float32": "the renderer in float32"}
+_EXTRA = {"the renderer in float32": (True, True, True, "float32", True, True, True)}
 
 
 def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
@@ -68,11 +71,13 @@ def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
         start = time.perf_counter()
         baseline_render(model, layer, directions, size, steps)
         return batch * steps / (time.perf_counter() - start)
-    pad, fuse, keep, precision, inverse, tape = config
-    if not tape:
-        from generator.icons.tape import Tape
+    pad, fuse, keep, precision, inverse, tape, centre = config
+    from generator.icons import tape as tape_module
 
-        Tape.make = classmethod(lambda cls, net, layer: None)
+    if not tape:
+        tape_module.Tape.make = classmethod(lambda cls, net, layer: None)
+    if not centre:
+        tape_module.Tape.centre = lambda self, x: tape_module._centre(self(x))
     if not inverse:
         # The exact adjoint of the resample (autograd's scatter), and normalizing after it as its own ops.
         render.resample = lambda images, grid, _inverse: torch.nn.functional.grid_sample(

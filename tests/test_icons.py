@@ -339,8 +339,17 @@ def test_default_model_runs_as_one_tape_and_renders_the_same_icons_as_module_by_
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     assert forward.tape_matches(model.normalize(images))  # activations and input gradient, bit for bit
 
+    # The renderer's objective reads the centre only: at 80 px, the last block's 5 x 5 convolution runs
+    # on its window and what follows it on one pixel, with the same numbers.
+    x = model.normalize(torch.rand(3, 3, 80, 80, generator=torch.Generator().manual_seed(4)))
+    x = x.contiguous(memory_format=torch.channels_last)
+    centre = forward.tape.centre(x)
+    assert centre.shape == (3, 112, 1, 1)
+    assert [t for t in forward.tape._centred.values() if t is not None]
+    assert torch.equal(centre, forward.tape(x)[:, :, 2:3, 2:3])
+
     targets = torch.nn.functional.normalize(torch.randn(3, 112, generator=torch.Generator().manual_seed(3)), dim=1)
-    settings = RenderSettings(size_px=48, steps=3, batch_size=3)
+    settings = RenderSettings(size_px=80, steps=3, batch_size=3)
     icons = {}
     for name, tape in (("tape", forward.tape), ("modules", None)):
         forward.tape = tape

@@ -82,8 +82,13 @@ class LayerFn:
         return self.run(self.model.normalize(images).to(self.dtype).contiguous(memory_format=torch.channels_last))
 
     def signed(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step)."""
-        return self.run(_SignedInput.apply(images, self.scale, self.shift, self.dtype))
+        """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step).
+
+        Through a tape, only the activations at the layer's centre, (N, C, 1, 1): all that the
+        renderer's objective reads.
+        """
+        x = _SignedInput.apply(images, self.scale, self.shift, self.dtype)
+        return self.tape.centre(x) if self.tape is not None else capture(self.net, self.module, x)[self.layer]
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The network's input, normalized, in its number format, channels-last -> the layer's activations."""
