@@ -16,7 +16,7 @@ from .fold import fold_batchnorm
 from .fuse import ConvClip, fusable, fuse_convolutions
 from .padding import SamePadConv, static_same_padding
 from .surgery import set_module
-from .tape import Tape
+from .tape import Tape, same_bits
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -97,14 +97,7 @@ class LayerFn:
     def tape_matches(self, example: torch.Tensor) -> bool:
         """Whether the tape gives the module path's activations and input gradient for `example`, bit for bit."""
         x = example.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        results = []
-        for run in (lambda v: capture(self.net, self.module, v)[self.layer], self.tape):
-            v = x.clone().requires_grad_(True)
-            acts = run(v)
-            weights = torch.linspace(-1, 1, acts.numel(), device=acts.device).view(acts.shape)
-            (grad,) = torch.autograd.grad((acts.float() * weights).sum(), v)
-            results.append((acts.detach(), grad))
-        return all(torch.equal(a, b) for a, b in zip(*results))
+        return same_bits(lambda v: capture(self.net, self.module, v)[self.layer], self.tape, x)
 
 
 def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: str = "float32") -> LayerFn:

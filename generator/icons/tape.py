@@ -18,7 +18,7 @@ end run on the centre pixel, and the spatial convolution before them on its wind
 from __future__ import annotations
 
 import operator
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.fx as fx
@@ -285,16 +285,22 @@ class Tape:
 
     def _centred_tape(self, x: torch.Tensor) -> "Tape | None":
         probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x)
-        full = self(probe.detach().requires_grad_(True))
-        made = _centre_steps(self.steps, self.output, self.slots, tuple(full.shape[-2:]))
+        with torch.no_grad():
+            size = tuple(self(probe).shape[-2:])
+        made = _centre_steps(self.steps, self.output, self.slots, size)
         if made is None:
             return None
         tape = Tape(made[0], self.output, made[1])
-        results = []
-        for run in (lambda v: _centre(self(v)), tape):
-            v = probe.detach().requires_grad_(True)
-            acts = run(v)
-            weights = torch.linspace(-1, 1, acts.numel(), device=acts.device).view(acts.shape)
-            (grad,) = torch.autograd.grad((acts.float() * weights).sum(), v)
-            results.append((acts.detach(), grad))
-        return tape if all(torch.equal(a, b) for a, b in zip(*results)) else None
+        return tape if same_bits(lambda v: _centre(self(v)), tape, probe) else None
+
+
+def same_bits(run: Callable, other: Callable, x: torch.Tensor) -> bool:
+    """Whether `run` and `other` give the same output and input gradient for `x`, bit for bit."""
+    results = []
+    for fn in (run, other):
+        v = x.detach().clone().requires_grad_(True)
+        out = fn(v)
+        weights = torch.linspace(-1, 1, out.numel(), device=out.device).view(out.shape)
+        (grad,) = torch.autograd.grad((out.float() * weights).sum(), v)
+        results.append((out.detach(), grad))
+    return all(torch.equal(a, b) for a, b in zip(*results))
