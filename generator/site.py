@@ -6,7 +6,8 @@ embed codes point at. Every link is relative, so the site works from any sub-pat
 straight from disk.
 
 Markdown pages may hold shortcodes:
-  {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" >}}  a live viewer on that view
+  {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" caption=".." alt=".." >}}  a live
+      viewer on that view; the caption is tied to the viewer, alt says what it shows to screen readers
   {{< layers >}}  a section per atlas of this build: its facts and a viewer
 """
 
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import jinja2
 import markdown
@@ -30,7 +31,7 @@ _SHORTCODE = re.compile(r"\{\{<\s*([\w-]+)((?:\s+[\w-]+\s*=\s*\"[^\"]*\")*)\s*>\
 _PARAM = re.compile(r"([\w-]+)\s*=\s*\"([^\"]*)\"")
 _CODE = re.compile(r"(^[ \t]*```.*?^[ \t]*```[ \t]*$|`[^`\n]+`)", re.S | re.M)  # shortcodes inside code stay as written
 _FIGURE = re.compile(r"<p><img([^>]*?) title=\"([^\"]*)\"\s*/?></p>")
-_ATLAS_PARAMS = {"layer", "zoom", "center", "class", "sign", "height", "caption"}
+_ATLAS_PARAMS = {"layer", "zoom", "center", "class", "sign", "height", "caption", "alt"}
 
 
 def resource_dir(name: str) -> Path:
@@ -124,29 +125,29 @@ class Shortcodes:
         if atlas is None:
             raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
                              f"(built: {', '.join(a['layer'] for a in self.atlases)})")
-        view = [("layer", atlas["id"])]
+        view: dict[str, object] = {"layer": atlas["id"]}
         try:
             if "center" in params:
                 x, y = (float(v) for v in params["center"].split(","))
-                view += [("x", x), ("y", y)]
+                view |= {"x": x, "y": y}
             if "zoom" in params:
                 zoom = float(params["zoom"])
                 if not zoom > 0:
                     raise ValueError
-                view.append(("z", zoom))
+                view["z"] = zoom
             height = int(params.get("height", 440))
         except ValueError:
             raise AtlasError(f"{where}: atlas shortcode: center must be two numbers like \"0.3,0.7\", zoom a "
                              "number above 0 and height whole pixels") from None
         if "class" in params:
-            view.append(("class", self.classes[self.class_index(params["class"], where)]))
+            view["class"] = self.classes[self.class_index(params["class"], where)]
         if params.get("sign", "+") not in ("+", "-"):
             raise AtlasError(f"{where}: atlas shortcode: sign must be \"+\" or \"-\"")
         if params.get("sign") == "-":
-            view.append(("sign", "-"))
+            view["sign"] = "-"
         key = f"ATLASVIEWER{len(blocks)}X"
-        blocks[key] = self.viewer_html(atlas, "", "inline", view_string(view),
-                                       params.get("caption", ""), height)
+        blocks[key] = self.viewer_html(atlas, "", "inline", view, params.get("caption", ""), height,
+                                       params.get("alt", ""))
         return f"\n\n{key}\n\n"
 
     def class_index(self, name: str, where: str) -> int:
@@ -157,15 +158,14 @@ class Shortcodes:
         hint = f" (closest: {', '.join(self.classes[lower.index(c)] for c in close)})" if close else ""
         raise AtlasError(f"{where}: atlas shortcode: no class named {name!r}{hint}")
 
-    def viewer_html(self, atlas: dict, root: str, mode: str, view: str, caption: str = "", height: int = 0) -> str:
+    def viewer_html(self, atlas: dict, root: str, mode: str, view: dict | None = None, caption: str = "",
+                    height: int = 0, alt: str = "") -> str:
+        """The viewer's markup; `view` ({"x", "y", "z", "class", "sign"}) goes to the script as JSON,
+        which alone writes views as URL hashes."""
         macro = self.env.get_template("viewer.html").module.viewer
-        return str(macro(atlas=atlas, atlases=self.atlases, root=root, mode=mode, view=view,
-                         caption=caption, height=height))
-
-
-def view_string(view: list[tuple[str, object]]) -> str:
-    """The viewer's view as 'layer=..&x=..&y=..&z=..&class=..': the same form as its URL hash."""
-    return "&".join(f"{k}={quote(str(v), safe=',.')}" for k, v in view)
+        return str(macro(atlas=atlas, atlases=self.atlases, root=root, mode=mode,
+                         view=json.dumps(view, sort_keys=True) if view else "", caption=caption, height=height,
+                         alt=alt))
 
 
 def read_pages(content_dir: Path, shortcodes: Shortcodes | None = None) -> list[Page]:
@@ -244,9 +244,9 @@ def render_site(out_dir: Path, manifest: dict, build_info: dict, content_dir: Pa
     explore.mkdir(exist_ok=True)
     for atlas in manifest["atlases"]:
         write(explore / f"{atlas['id']}.html", "explorer.html", atlas=atlas, root="../", current="explore",
-              current_atlas=atlas["id"], viewer=shortcodes.viewer_html(atlas, "../", "explorer", ""))
+              current_atlas=atlas["id"], viewer=shortcodes.viewer_html(atlas, "../", "explorer"))
     if manifest["atlases"]:
         atlas = manifest["atlases"][0]
         write(out_dir / "embed.html", "embed.html", atlas=atlas, root="", current="embed", current_atlas="",
-              viewer=shortcodes.viewer_html(atlas, "", "embed", ""))
+              viewer=shortcodes.viewer_html(atlas, "", "embed"))
     return written

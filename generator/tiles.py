@@ -5,7 +5,8 @@ Output, per atlas, in `<site>/data/<atlas id>/`:
                       each icon at its cell's place, so the viewer loads only the tiles in view
   level-<n>.json      the level's cells: x, y, count, top classes, fidelity, objective
   level-<n>.js        the same cells, compact, as a script (pages opened from disk cannot fetch JSON)
-  classes-<k>.js      every cell's attribution to classes k*class_chunk.., for the class filter
+  classes-<k>.js      every cell's attribution to classes k*class_chunk.., for the class filter, as int8
+                      codes on one scale shared by every class of the atlas (`class_scale`)
   overview.webp       the atlas drawn once at a small size, painted while tiles load
   thumb.webp          a small overview for the layer switcher
   atlas.js            `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry and the class names
@@ -28,7 +29,7 @@ from PIL import Image
 
 from .grid import Level
 
-DATA_SCHEMA = 2
+DATA_SCHEMA = 3  # 3: class codes on the atlas's common scale, square-root coded
 WEBP_QUALITY = 85
 TILE_PX = 320  # a tile is about this many pixels a side: 4 icons of 80 px
 CLASS_SCRIPT_BYTES = 300_000  # a class-filter script holds about this much, whatever the atlas's size
@@ -73,12 +74,25 @@ def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 5
     Image.fromarray(canvas).resize((size_px, size_px), Image.LANCZOS).save(path, "WEBP", quality=WEBP_QUALITY)
 
 
-def quantize_scores(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cells, classes) scores -> int8 codes in [-127, 127] per class, and each class's scale (its largest |score|)."""
-    scores = np.asarray(scores, np.float32)
-    scale = np.abs(scores).max(axis=0) if len(scores) else np.zeros(scores.shape[1], np.float32)
-    codes = np.round(scores / np.where(scale > 0, scale, 1) * 127)
-    return codes.astype(np.int8), scale
+def class_scale(levels: list[Level]) -> float:
+    """The largest |score| of any cell for any class, over every level: the filter's common scale.
+
+    One scale for all classes, so a weakly attributed class looks weak rather than being
+    stretched to its own maximum.
+    """
+    peaks = [float(np.abs(lv.scores).max()) for lv in levels if lv.scores.size]
+    peak = max(peaks, default=0.0)
+    return peak if math.isfinite(peak) and peak > 0 else 1.0
+
+
+def quantize_scores(scores: np.ndarray, scale: float) -> np.ndarray:
+    """(cells, classes) scores -> int8 codes: sign(s) * sqrt(|s| / scale) * 127, rounded.
+
+    The square root spends the 8 bits where the eye needs them (faint classes), and the
+    viewer uses the code itself as the icon's opacity; the score is (code / 127)^2 * scale.
+    """
+    ratio = np.clip(np.nan_to_num(np.asarray(scores, np.float64) / scale), -1, 1)
+    return np.round(np.sign(ratio) * np.sqrt(np.abs(ratio)) * 127).astype(np.int8)
 
 
 def class_chunk(cells: int) -> int:
@@ -86,17 +100,17 @@ def class_chunk(cells: int) -> int:
     return max(1, min(100, CLASS_SCRIPT_BYTES * 3 // (4 * max(cells, 1))))
 
 
-def write_class_scripts(folder: Path, aid: str, levels: list[Level], classes: int, chunk: int) -> list[str]:
-    """classes-<k>.js: per level, each class's int8 codes for every cell (base64) and its scale."""
-    quantized = [quantize_scores(lv.scores) for lv in levels]
+def write_class_scripts(folder: Path, aid: str, levels: list[Level], classes: int, chunk: int,
+                        scale: float) -> list[str]:
+    """classes-<k>.js: per level, each class's int8 codes for every cell (base64), on the common `scale`."""
+    quantized = [quantize_scores(lv.scores, scale) for lv in levels]
     names = []
     for k, first in enumerate(range(0, classes, chunk)):
         last = min(classes, first + chunk)
         payload = {
             "first": first,
             "codes": [[base64.b64encode(codes[:, c].tobytes()).decode() for c in range(first, last)]
-                      for codes, _ in quantized],
-            "scales": [[round(float(scale[c]), 5) for c in range(first, last)] for _, scale in quantized],
+                      for codes in quantized],
         }
         name = f"classes-{k}.js"
         _write_script(folder / name, f"{aid}/classes-{k}", payload)
@@ -147,7 +161,8 @@ def write_atlas(
                         "cells_script": f"{aid}/level-{level.size}.js"})
     classes = levels[0].scores.shape[1] if levels else 0
     chunk = class_chunk(sum(len(lv.cells) for lv in levels))
-    class_scripts = write_class_scripts(folder, aid, levels, classes, chunk)
+    scale = class_scale(levels)
+    class_scripts = write_class_scripts(folder, aid, levels, classes, chunk, scale)
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
     write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)
@@ -163,6 +178,7 @@ def write_atlas(
         "fidelity_mean": round(float(np.mean(fidelities)), 3) if fidelities else 0.0,
         "top_classes": _top_classes(levels),
         "class_chunk": chunk,
+        "class_scale": float(f"{scale:.6g}"),
         "class_scripts": class_scripts,
         "overview": f"{aid}/overview.webp",
         "thumb": f"{aid}/thumb.webp",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,14 @@ def sample_site(tmp_path_factory):
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return work / "site", done.stderr
+
+
+@pytest.fixture(scope="module", params=["default", "imagenet-sample"])
+def site(request):
+    """(name, site folder, manifest) for each site under test."""
+    folder, _ = request.getfixturevalue("quick_site" if request.param == "default" else "sample_site")
+    return request.param, folder, json.loads((folder / "data" / "manifest.json").read_text())
+
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -18,71 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .browser import ROOT, SAFE_IN_URI_COMPONENT, VIEWER, WRITE_DOCS, Visit, _canvas, _cell_point, _cells
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-WRITE_DOCS = os.environ.get("ATLAS_WRITE_DOCS") == "1"
-VIEWER = "document.querySelector('.atlas-viewer').viewer"
-SAFE_IN_URI_COMPONENT = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
-
-
-@pytest.fixture(scope="module", params=["default", "imagenet-sample"])
-def site(request):
-    """(name, site folder, manifest) for each site under test."""
-    folder, _ = request.getfixturevalue("quick_site" if request.param == "default" else "sample_site")
-    return request.param, folder, json.loads((folder / "data" / "manifest.json").read_text())
-
-
-class Visit:
-    """A page with its console problems, its requests and the bytes of the responses it received."""
-
-    def __init__(self, browser, url, viewport=(1000, 800), **context):
-        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context)
-        self.page = self.context.new_page()
-        self.problems, self.requests, self.sizes, self.dialogs = [], [], {}, []
-        self.page.on("console", lambda m: m.type in ("error", "warning") and self.problems.append(m.text))
-        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.on("response", self._size)
-        self.page.goto(url)
-        self.page.wait_for_load_state("networkidle")
-
-    def _size(self, response):
-        try:
-            self.sizes[response.url] = (response.request.resource_type, len(response.body()))
-        except Exception:  # a redirect or a body already gone
-            pass
-
-    def outside(self, prefix):
-        return [u for u in self.requests if not u.startswith(prefix) and not u.startswith("data:")]
-
-    def painted(self, selector=".atlas-viewer"):
-        self.page.wait_for_function(f"document.querySelector('{selector}').viewer.firstPaint !== null")
-        self.page.wait_for_load_state("networkidle")
-        self.page.wait_for_timeout(150)
-
-    def close(self):
-        self.context.close()
-
-
-def _canvas(page, selector=".viewer"):
-    return np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("L"), np.float32)
-
-
-def _cell_point(page, level_size, cell, selector=".viewer"):
-    """Screen point of the centre of a cell, at the page's current view."""
-    view = page.evaluate(f"(({{cx, cy, z}}) => [cx, cy, z])({VIEWER}.view)")
-    box = page.locator(selector).first.bounding_box()
-    side = min(box["width"], box["height"]) * 0.96 * view[2]
-    x = box["x"] + box["width"] / 2 + ((cell["x"] + 0.5) / level_size - view[0]) * side
-    y = box["y"] + box["height"] / 2 + ((cell["y"] + 0.5) / level_size - view[1]) * side
-    return x, y
-
-
-def _cells(folder, level):
-    return json.loads((folder / "data" / level["cells_json"]).read_text())["cells"]
-
 
 @pytest.mark.parametrize("where", ["file", "http"])
 def test_every_page_loads_without_errors_or_outside_requests(browser, site, serve_under_subpath, where):
@@ -120,18 +58,18 @@ def test_hover_zoom_levels_and_tiles_in_view(browser, site):
     assert f"Average of {cell['count']} activation" in tooltip.inner_text()
     # Zooming in switches to a finer level; deep in one corner, only the tiles in view load.
     finest = atlas["level_data"][-1]
-    page.evaluate(f"{VIEWER}.applyView({{x: '0.02', y: '0.02', z: '{finest['size'] / 4}'}}); {VIEWER}.changed()")
-    page.wait_for_load_state("networkidle")
+    page.evaluate(f"{VIEWER}.setView({{cx: 0.02, cy: 0.02, z: {finest['size']}}})")
+    visit.settled()
     assert page.evaluate(f"{VIEWER}.levelIndex()") == len(atlas["level_data"]) - 1
     assert f"{finest['size']} × {finest['size']} grid" in page.locator(".level-readout").inner_text()
     prefix = f"{atlas['id']}/{finest['size']}-"
-    loaded = [p for p in page.evaluate(f"{VIEWER}.requested") if p.startswith(prefix)]
+    loaded = [p for p in page.evaluate(f"{VIEWER}.loader.requested") if p.startswith(prefix)]
     if len(finest["tiles"]) > 1:
         assert 0 < len(loaded) < len(finest["tiles"]), (loaded, finest["tiles"])
     assert visit.problems == []
     if WRITE_DOCS and name == "default":
-        page.evaluate(f"{VIEWER}.applyView({{x: '0.5', y: '0.5', z: '1.6'}}); {VIEWER}.changed()")
-        page.wait_for_load_state("networkidle")
+        page.evaluate(f"{VIEWER}.setView({{cx: 0.5, cy: 0.5, z: 1.6}})")
+        visit.settled()
         page.mouse.move(*_cell_point(page, atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]["size"],
                                      {"x": 7, "y": 7}))
         page.wait_for_timeout(300)
@@ -147,15 +85,14 @@ def test_class_filter_fades_icons_and_the_share_link_reproduces_the_view(browser
     visit.painted()
     before = _canvas(page)
     name = manifest["classes"][atlas["top_classes"][0]]
-    page.fill(".class-search", name[:4])  # a prefix finds the class
+    page.fill(".class-search", name.upper())  # the exact name, in any case, is taken at once
     page.press(".class-search", "Enter")
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(200)
+    visit.settled()
     assert page.evaluate(f"{VIEWER}.filter.cls") >= 0
     faded = _canvas(page)
     assert faded.mean() > before.mean() + 3  # most icons fade towards the white ground
     page.click(".class-sign")
-    page.wait_for_timeout(200)
+    visit.settled()
     negative = _canvas(page)
     assert np.abs(negative - faded).mean() > 1  # the other sign fades other icons
     page.locator(".viewer").focus()
@@ -164,7 +101,7 @@ def test_class_filter_fades_icons_and_the_share_link_reproduces_the_view(browser
     page.click(".share summary")
     link = page.locator(".share-link").input_value()
     assert "class=" in link and "sign=-" in link and f"layer={atlas['id']}" in link
-    assert page.url == link  # the address bar holds the view too
+    page.wait_for_function(f"location.href === {json.dumps(link)}", timeout=2000)  # the address holds it too
     expected = page.evaluate(f"{VIEWER}.viewString()")
     other = Visit(browser, link)
     other.painted()
@@ -209,7 +146,8 @@ def test_keyboard_cursor_minimap_layer_switch_and_pinch(browser, site):
     view = page.evaluate(f"{VIEWER}.view")
     assert abs(view["cx"] - 0.2) < 0.03 and abs(view["cy"] - 0.8) < 0.03
     # Two fingers spreading apart zoom in.
-    z = view["z"]
+    page.keyboard.press("0")
+    z = page.evaluate(f"{VIEWER}.view.z")
     frame = page.locator(".viewer").bounding_box()
     cx, cy = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
     cdp = visit.context.new_cdp_session(page)
@@ -229,6 +167,7 @@ def test_keyboard_cursor_minimap_layer_switch_and_pinch(browser, site):
         page.click(f".layer-switch button[data-layer='{other['id']}']")
         page.wait_for_function(f"{VIEWER}.atlas.id === '{other['id']}'")
         visit.painted()
+        page.click(".share summary")
         assert f"layer={other['id']}" in page.locator(".share-link").input_value()
         assert page.locator(f".layer-switch button[data-layer='{other['id']}']").get_attribute("aria-pressed") == "true"
     assert visit.problems == []

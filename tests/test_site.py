@@ -130,14 +130,17 @@ def test_icons_go_into_tiles_at_their_cells_places(tmp_path, monkeypatch):
     assert abs(int(edge[16 + 8, 16 + 8, 0]) - 120) <= 4
 
 
-def test_class_scores_round_trip_through_their_codes():
-    from generator.tiles import quantize_scores
+def test_class_scores_round_trip_through_their_codes_on_one_scale():
+    from generator.tiles import class_scale, quantize_scores
 
-    scores = np.array([[0.5, -2.0], [-0.25, 1.0], [0.0, 0.5]], np.float32)
-    codes, scale = quantize_scores(scores)
-    assert codes.dtype == np.int8 and list(scale) == [0.5, 2.0]
-    assert (np.abs(codes / 127 * scale - scores) <= scale / 127).all()
-    assert codes[0, 0] == 127 and codes[0, 1] == -127
+    scores = np.array([[0.5, -2.0], [-0.25, 1.0], [0.0, 0.02]], np.float32)
+    scale = class_scale([Level(2, [], np.zeros((3, 1)), scores)])
+    assert scale == 2.0  # the largest score of any class: classes share it
+    codes = quantize_scores(scores, scale)
+    assert codes.dtype == np.int8 and codes[0, 1] == -127 and codes[0, 0] == round(np.sqrt(0.25) * 127)
+    decoded = np.sign(codes) * (codes / 127.0) ** 2 * scale
+    assert (np.abs(decoded - scores) <= 2 * np.sqrt(np.abs(scores) / scale) * scale / 127 + 1e-6).all()
+    assert codes[2, 1] > 0  # a class at 1% of the scale still shows, faintly
 
 
 def _site(tmp_path, body, classes=("tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern")):
@@ -158,7 +161,9 @@ def test_atlas_shortcode_renders_a_viewer_on_its_view(tmp_path):
     out = _site(tmp_path, body)
     html = (out / "index.html").read_text()
     assert html.count('class="atlas-viewer atlas-inline"') == 1
-    assert 'data-view="layer=blocks-4&amp;x=0.3&amp;y=0.7&amp;z=2.0&amp;class=tabby&amp;sign=-"' in html
+    view = re.search(r'data-view="([^"]*)"', html).group(1)
+    assert json.loads(view.replace("&#34;", '"').replace("&quot;", '"')) == \
+        {"layer": "blocks-4", "x": 0.3, "y": 0.7, "z": 2.0, "class": "tabby", "sign": "-"}
     assert "<p class=\"caption\">Cats</p>" in html
     # Code shows a shortcode as written.
     assert '<code>{{&lt; atlas layer="nope" &gt;}}</code>' in html

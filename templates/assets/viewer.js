@@ -1,149 +1,300 @@
 /* Activation atlas viewer: a canvas that pans and zooms across grid levels.
  *
- * Data come as scripts that register in window.ATLAS_DATA (see generator/tiles.py, schema 2):
- * "<id>" the atlas and class names, "<id>/level-<n>" a level's cells, "<id>/classes-<k>"
- * the cells' attribution to a chunk of classes. <script> elements load from file://,
- * where fetch() is blocked, so one code path serves disk and web.
- * Coordinates: the atlas is the unit square, x right, y down; the view is a centre
- * (cx, cy) and a zoom z, with z = 1 fitting the whole atlas in the canvas. A view
- * reads and writes as "layer=..&x=..&y=..&z=..&class=..&sign=-", the URL hash's form.
+ * One classic script, since pages opened from file:// cannot load ES modules. Its parts:
+ *   Hash      the view's text form, the URL hash "layer=..&x=..&y=..&z=..&class=..&sign=-"; the only
+ *             code that reads or writes it (shortcodes hand their view over as JSON in data-view)
+ *   Loader    data scripts and tile images; only ids listed by the page reach a script URL
+ *   ViewState the view (centre cx, cy and zoom z) with its one setter, which clamps
+ *   Renderer  draws at most once per animation frame
+ *   Card, ClassFilter, Share: the parts of the interface around the canvas
+ *   bindInput pointer, touch, wheel and keys
+ * Data come as scripts that register in window.ATLAS_DATA (generator/tiles.py, schema 3):
+ * "<id>" the atlas and class names, "<id>/level-<n>" a level's cells, "<id>/classes-<k>" the
+ * cells' attribution to a chunk of classes. <script> elements load from file://, where fetch()
+ * is blocked, so one code path serves disk and web.
+ * Coordinates: the atlas is the unit square, x right, y down; z = 1 fits it in the canvas.
  */
 (function () {
   "use strict";
-  var SCHEMA = 2;
+  var SCHEMA = 3;
   var MIN_CELL_PX = 44; // a finer level is shown once its cells are at least this wide
-  var MAX_ZOOM = 64;
+  var MAX_ICON_ZOOM = 3; // the finest level's cells grow to at most this many times their icon's pixels
   var FADED = 0.07; // opacity of icons with no attribution to the filtered class
+  var TAP_PX = 8, TAP_MS = 600; // a press that moves less, for less long, is a tap
+  var URL_DELAY_MS = 250; // the address is written once the view rests
+  var STRONGEST = 6; // cells listed for the chosen class
   var DATA = window.ATLAS_DATA = window.ATLAS_DATA || {};
-  var waiting = {};
   var count = 0;
 
-  function load(key, src, done) {
-    if (DATA[key]) { done(DATA[key]); return; }
-    if (waiting[key]) { waiting[key].push(done); return; }
-    waiting[key] = [done];
-    var el = document.createElement("script");
-    el.src = src;
-    el.onload = el.onerror = function () {
-      var calls = waiting[key];
-      delete waiting[key];
-      calls.forEach(function (call) { call(DATA[key] || null); });
-    };
-    document.head.appendChild(el);
-  }
+  // --- the view as text ----------------------------------------------------------------------
 
-  function parseView(text) {
-    var view = {};
-    (text || "").replace(/^#/, "").split("&").forEach(function (part) {
-      var i = part.indexOf("=");
-      if (i > 0) {
-        try { view[part.slice(0, i)] = decodeURIComponent(part.slice(i + 1)); } catch (e) { /* a bad escape */ }
-      }
-    });
-    return view;
-  }
+  var Hash = {
+    // Text ("#layer=..&x=..") to a view object whose fields are strings, as the shortcodes write them too.
+    parse: function (text) {
+      var view = {};
+      (text || "").replace(/^#/, "").split("&").forEach(function (part) {
+        var i = part.indexOf("=");
+        if (i > 0) {
+          try { view[part.slice(0, i)] = decodeURIComponent(part.slice(i + 1)); } catch (e) { /* a bad escape */ }
+        }
+      });
+      return view;
+    },
+    format: function (layer, view, className, sign) {
+      var text = "layer=" + encodeURIComponent(layer) + "&x=" + view.cx.toFixed(4) + "&y=" + view.cy.toFixed(4) +
+        "&z=" + view.z.toFixed(3);
+      if (className !== null) text += "&class=" + encodeURIComponent(className) + (sign < 0 ? "&sign=-" : "");
+      return text;
+    }
+  };
 
   function attr(text) {
     return String(text).replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
-  function decodeCodes(b64) {
-    var raw = atob(b64), codes = new Int8Array(raw.length);
-    for (var i = 0; i < raw.length; i++) codes[i] = raw.charCodeAt(i) << 24 >> 24;
-    return codes;
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
   }
 
+  function clamp(v, lo, hi) { return Math.min(hi, Math.max(lo, v)); }
+
+  // --- loading -------------------------------------------------------------------------------
+
+  function Loader(base, ids, onImage) {
+    this.base = base;
+    this.ids = ids; // the atlas ids the page was built with: nothing else may name a script
+    this.onImage = onImage;
+    this.images = {};
+    this.requested = [];
+    this.waiting = {};
+  }
+
+  Loader.prototype.knows = function (id) { return this.ids.indexOf(id) >= 0; };
+
+  // A data script, by its path under data/; `done(payload or null)`.
+  Loader.prototype.script = function (key, path, done) {
+    if (DATA[key]) { done(DATA[key]); return; }
+    if (this.waiting[key]) { this.waiting[key].push(done); return; }
+    if (!/^[A-Za-z0-9_-]+\/[A-Za-z0-9_.-]+\.js$/.test(path) || path.indexOf("..") >= 0) { done(null); return; }
+    var waiting = this.waiting, node = document.createElement("script");
+    waiting[key] = [done];
+    node.src = this.base + path;
+    node.onload = node.onerror = function () {
+      var calls = waiting[key];
+      delete waiting[key];
+      calls.forEach(function (call) { call(DATA[key] || null); });
+    };
+    document.head.appendChild(node);
+  };
+
+  Loader.prototype.atlas = function (id, done) {
+    if (!this.knows(id)) { done(null); return; }
+    this.script(id, id + "/atlas.js", done);
+  };
+
+  Loader.prototype.image = function (path) {
+    var img = this.images[path];
+    if (!img) {
+      img = this.images[path] = new Image();
+      img.onload = this.onImage;
+      img.src = this.base + path;
+      this.requested.push(path);
+    }
+    return img;
+  };
+
+  function ready(img) { return img && img.complete && img.naturalWidth > 0; }
+
+  // --- the view ------------------------------------------------------------------------------
+
+  // The centre stays over the atlas and the zoom between 1 and the finest level's limit.
+  function ViewState(onChange) {
+    this.cx = 0.5; this.cy = 0.5; this.z = 1;
+    this.zMax = 64;
+    this.onChange = onChange;
+  }
+
+  ViewState.prototype.set = function (v) {
+    var cx = clamp(isFinite(v.cx) ? +v.cx : this.cx, 0, 1), cy = clamp(isFinite(v.cy) ? +v.cy : this.cy, 0, 1);
+    var z = clamp(isFinite(v.z) && v.z > 0 ? +v.z : this.z, 1, this.zMax);
+    var capped = isFinite(v.z) && v.z > this.zMax + 1e-9;
+    if (cx === this.cx && cy === this.cy && z === this.z) { if (capped) this.onChange(capped); return; }
+    this.cx = cx; this.cy = cy; this.z = z;
+    this.onChange(capped);
+  };
+
+  ViewState.prototype.value = function () { return { cx: this.cx, cy: this.cy, z: this.z }; };
+
+  function Renderer(draw) {
+    this.pending = false;
+    this.draw = draw;
+  }
+
+  Renderer.prototype.request = function () {
+    if (this.pending) return;
+    this.pending = true;
+    var self = this;
+    window.requestAnimationFrame(function () { self.pending = false; self.draw(); });
+  };
+
+  // --- the viewer ----------------------------------------------------------------------------
+
   function Viewer(root) {
+    var self = this;
     this.root = root;
+    this.id = ++count;
     this.mode = root.getAttribute("data-mode") || "explorer";
     this.ownsHash = this.mode !== "inline";
-    this.base = root.getAttribute("data-root") + "data/";
+    this.siteRoot = root.getAttribute("data-root") || "";
     this.frame = root.querySelector(".viewer");
     this.canvas = root.querySelector(".atlas-canvas");
     this.ctx = this.canvas.getContext("2d");
     this.minimap = root.querySelector(".minimap");
-    this.tooltip = root.querySelector(".tooltip");
     this.readout = root.querySelector(".level-readout");
     this.announcer = root.querySelector(".announce");
-    this.search = root.querySelector(".class-search");
-    this.signButton = root.querySelector(".class-sign");
-    this.view = { cx: 0.5, cy: 0.5, z: 1 };
     this.filter = { cls: -1, sign: 1 };
-    this.images = {};
-    this.requested = [];
-    this.pointers = {};
     this.firstPaint = null;
-    var start = parseView(root.getAttribute("data-view"));
-    var hash = parseView(window.location.hash);
+    this.width = 0;
+    this.height = 0;
+    this.capped = false;
+    var ids = [];
+    try { ids = JSON.parse(root.getAttribute("data-atlases") || "[]"); } catch (e) { /* none */ }
+    this.loader = new Loader(this.siteRoot + "data/", ids, function () { self.renderer.request(); });
+    this.renderer = new Renderer(function () { self.draw(); });
+    this.state = new ViewState(function (capped) { self.viewChanged(capped); });
+    this.card = new Card(this);
+    this.classFilter = new ClassFilter(this);
+    this.share = new Share(this);
+    // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
+    // under a finger until the reader taps the atlas.
+    this.setActive(this.mode === "explorer");
+    var caption = root.querySelector(".caption");
+    if (caption) {
+      caption.id = "atlas-caption-" + this.id;
+      this.frame.setAttribute("aria-describedby", caption.id);
+    }
+    var start = {};
+    try { start = JSON.parse(root.getAttribute("data-view") || "{}"); } catch (e) { /* the default view */ }
+    var hash = Hash.parse(window.location.hash);
     if (this.ownsHash && (hash.layer || hash.x)) start = hash;
-    this.bind();
-    this.open(start.layer || root.getAttribute("data-atlas"), start);
+    var first = this.loader.knows(start.layer) ? start.layer : root.getAttribute("data-atlas");
+    bindInput(this);
+    this.open(first, start);
   }
 
+  Object.defineProperty(Viewer.prototype, "view", { get: function () { return this.state.value(); } });
+
+  Viewer.prototype.setView = function (v) { this.state.set(v); };
+
+  // A view object ({x, y, z, class, sign}, strings or numbers) from the hash or a shortcode; what it leaves
+  // out is the whole atlas, unfiltered.
+  Viewer.prototype.applyView = function (v) {
+    var x = parseFloat(v.x), y = parseFloat(v.y), z = parseFloat(v.z);
+    this.state.set({ cx: isFinite(x) ? x : 0.5, cy: isFinite(y) ? y : 0.5, z: isFinite(z) ? z : 1 });
+    this.filter.sign = v.sign === "-" ? -1 : 1;
+    this.classFilter.choose(v["class"] !== undefined ? this.classFilter.exact(v["class"]) : -1, true);
+  };
+
   Viewer.prototype.open = function (id, start) {
-    var self = this;
-    var others = this.payload ? this.payload.others : [];
-    var known = others.filter(function (o) { return o.id === id; })[0];
-    var src = this.base + (known ? known.script : id + "/atlas.js");
-    load(id, src, function (payload) {
+    var self = this, fallback = this.root.getAttribute("data-atlas");
+    this.loader.atlas(id, function (payload) {
       if (!payload || payload.schema !== SCHEMA) {
-        if (id !== self.root.getAttribute("data-atlas")) { self.open(self.root.getAttribute("data-atlas"), {}); return; }
+        if (id !== fallback) { self.open(fallback, {}); return; }
         self.frame.textContent = "The atlas data did not load (data/" + id + "/atlas.js).";
         return;
       }
+      var switched = self.atlas && self.atlas.id !== id;
       self.payload = payload;
       self.atlas = payload.atlas;
       self.classes = payload.classes;
       self.cells = [];
-      self.overview = self.image(self.atlas.overview);
-      self.fillClassList();
+      self.card.close();
+      self.overview = self.loader.image(self.atlas.overview);
       self.root.querySelectorAll(".layer-switch button").forEach(function (b) {
         b.setAttribute("aria-pressed", b.getAttribute("data-layer") === id ? "true" : "false");
       });
       var link = self.root.querySelector(".open-explorer");
-      if (link) link.setAttribute("href", self.root.getAttribute("data-root") + "explore/" + id + ".html");
-      self.frame.setAttribute("aria-label", "Activation atlas of layer " + self.atlas.layer +
-        ". Arrow keys move between cells, plus and minus zoom, 0 resets the view.");
-      self.applyView(start || {});
+      if (link) link.setAttribute("href", self.siteRoot + "explore/" + id + ".html");
+      self.frame.setAttribute("aria-label", (self.root.getAttribute("data-alt") ||
+        "Activation atlas of layer " + self.atlas.layer) + ". Arrow keys move between cells, plus and minus zoom, " +
+        "0 resets the view, Escape closes the card.");
       self.resize();
+      self.applyView(start || {});
+      if (switched || id !== fallback) self.syncPage();
+      if (switched) { self.say("Layer " + self.atlas.layer); self.writeAddress(true); }
+      self.viewChanged(false, true);
     });
   };
 
-  Viewer.prototype.applyView = function (v) {
-    var x = parseFloat(v.x), y = parseFloat(v.y), z = parseFloat(v.z);
-    this.view = { cx: isFinite(x) ? x : 0.5, cy: isFinite(y) ? y : 0.5,
-      z: isFinite(z) && z > 0 ? Math.min(MAX_ZOOM, Math.max(0.5, z)) : 1 };
-    this.filter.sign = v.sign === "-" ? -1 : 1;
-    this.setClass(v["class"] !== undefined ? this.findClass(v["class"]) : -1, true);
+  // When the atlas shown is not the one the page was made for: the page says which layer it shows,
+  // as a fresh load of that layer's page would.
+  Viewer.prototype.syncPage = function () {
+    var atlas = this.atlas;
+    if (this.mode === "inline") return;
+    if (this.mode === "explorer") {
+      document.title = document.title.replace(/^Layer .*? · /, "Layer " + atlas.layer + " · ");
+      document.querySelectorAll(".site-header nav a[data-atlas]").forEach(function (a) {
+        if (a.getAttribute("data-atlas") === atlas.id) a.setAttribute("aria-current", "page");
+        else a.removeAttribute("aria-current");
+      });
+    }
+    var heading = document.querySelector("main h1");
+    if (heading) heading.textContent = heading.textContent.replace(/layer \S+/, "layer " + atlas.layer);
   };
 
   Viewer.prototype.viewString = function () {
-    var v = this.view;
-    var text = "layer=" + encodeURIComponent(this.atlas.id) + "&x=" + v.cx.toFixed(4) + "&y=" + v.cy.toFixed(4) +
-      "&z=" + v.z.toFixed(3);
-    if (this.filter.cls >= 0) text += "&class=" + encodeURIComponent(this.classes[this.filter.cls]);
-    if (this.filter.cls >= 0 && this.filter.sign < 0) text += "&sign=-";
-    return text;
+    var cls = this.filter.cls;
+    return Hash.format(this.atlas.id, this.state, cls >= 0 ? this.classes[cls] : null, this.filter.sign);
   };
 
-  // --- data --------------------------------------------------------------------------------
-
-  Viewer.prototype.image = function (path) {
-    if (!this.images[path]) {
-      var self = this, img = new Image();
-      img.onload = function () { self.draw(); };
-      img.src = this.base + path;
-      this.images[path] = img;
-      this.requested.push(path);
-    }
-    return this.images[path];
+  // The address: the hash holds the view; over http(s) the path follows a layer switch too.
+  Viewer.prototype.writeAddress = function (now) {
+    var self = this;
+    clearTimeout(this.addressTimer);
+    if (!this.ownsHash || !this.atlas) return;
+    var write = function () {
+      var hash = "#" + self.viewString();
+      var target = hash;
+      if (self.mode === "explorer" && /^https?:$/.test(window.location.protocol)) target = self.atlas.id + ".html" + hash;
+      if (window.location.hash === hash && (target === hash || window.location.pathname.split("/").pop() === self.atlas.id + ".html")) return;
+      try { history.replaceState(null, "", target); } catch (e) {
+        try { history.replaceState(null, "", hash); } catch (e2) { /* history refused */ }
+      }
+    };
+    if (now) write(); else this.addressTimer = setTimeout(write, URL_DELAY_MS);
   };
+
+  Viewer.prototype.viewChanged = function (capped, quiet) {
+    if (capped && !this.capped) this.say("Zoomed in as far as the finest grid allows.");
+    this.capped = capped || (this.atlas && this.state.z >= this.state.zMax - 1e-6 && this.state.zMax > 1);
+    this.renderer.request();
+    if (!this.atlas) return;
+    if (!quiet) this.writeAddress(false);
+    this.share.refresh();
+    this.classFilter.refreshStrongest();
+  };
+
+  Viewer.prototype.setActive = function (on) {
+    this.active = on;
+    this.root.classList.toggle("active", on);
+  };
+
+  Viewer.prototype.say = function (text) {
+    if (!this.announcer) return;
+    // The same words twice are announced twice only if the region changes in between.
+    this.announcer.textContent = this.announcer.textContent === text ? text + "\u00a0" : text;
+  };
+
+  // --- data ----------------------------------------------------------------------------------
 
   // A level's cells, decoded once: {x, y, count, fidelity, top: [[class, score], ...]} and a lookup by place.
   Viewer.prototype.levelCells = function (index) {
     if (this.cells[index]) return this.cells[index];
     var self = this, atlas = this.atlas, level = atlas.level_data[index];
-    load(atlas.id + "/level-" + level.size, this.base + level.cells_script, function (data) {
+    this.loader.script(atlas.id + "/level-" + level.size, level.cells_script, function (data) {
       if (!data || self.atlas !== atlas || self.cells[index]) return;
       var cells = data.cells.map(function (c) {
         var top = [];
@@ -153,121 +304,80 @@
       var at = {};
       cells.forEach(function (cell, i) { at[cell.x + "," + cell.y] = i; });
       self.cells[index] = { list: cells, at: at }; // every cell's tile exists, so tiles need no lookup
-      self.draw();
-      if (self.cursorOn) self.announceCursor(); // a key press that arrived before the cells did
+      self.renderer.request();
+      self.classFilter.refreshStrongest();
+      if (self.cursorOn) self.card.showCursor(); // a key press that arrived before the cells did
     });
     return null;
   };
 
-  // The filtered class's codes (-127..127, relative to its largest |score| in the level) for every cell.
-  Viewer.prototype.classCodes = function (index) {
-    var cls = this.filter.cls, atlas = this.atlas;
-    if (cls < 0) return null;
-    var chunk = Math.floor(cls / atlas.class_chunk), key = atlas.id + "/classes-" + chunk;
-    var data = DATA[key];
-    if (!data) {
-      var self = this;
-      load(key, this.base + atlas.class_scripts[chunk], function () { self.draw(); });
-      return null;
-    }
-    data.decoded = data.decoded || {};
-    var slot = index + ":" + cls;
-    if (!data.decoded[slot]) {
-      data.decoded[slot] = { codes: decodeCodes(data.codes[index][cls - data.first]),
-        scale: data.scales[index][cls - data.first] };
-    }
-    return data.decoded[slot];
+  // --- geometry ------------------------------------------------------------------------------
+
+  Viewer.prototype.scale = function (z) {
+    return Math.min(this.width, this.height) * 0.96 * (z || this.state.z); // a small margin at z = 1
   };
 
-  Viewer.prototype.findClass = function (query) {
-    var q = String(query).trim().toLowerCase(), classes = this.classes, i;
-    if (!q) return -1;
-    if (/^\d+$/.test(q) && +q < classes.length) return +q;
-    var tests = [
-      function (name) { return name === q; },
-      function (name) { return name.indexOf(q) === 0; },
-      function (name) { return name.indexOf(q) >= 0; }
-    ];
-    for (var t = 0; t < tests.length; t++) {
-      for (i = 0; i < classes.length; i++) if (tests[t](String(classes[i]).toLowerCase())) return i;
-    }
-    return -1;
-  };
-
-  Viewer.prototype.fillClassList = function () {
-    if (!this.search) return;
-    var list = document.createElement("datalist");
-    list.id = "atlas-classes-" + (++count);
-    this.classes.forEach(function (name) {
-      var option = document.createElement("option");
-      option.value = name;
-      list.appendChild(option);
-    });
-    if (this.classList) this.classList.remove();
-    this.classList = list;
-    this.root.appendChild(list);
-    this.search.setAttribute("list", list.id);
-  };
-
-  Viewer.prototype.setClass = function (cls, quiet) {
-    this.filter.cls = cls;
-    if (this.search && document.activeElement !== this.search) this.search.value = cls >= 0 ? this.classes[cls] : "";
-    if (this.signButton) this.signButton.setAttribute("aria-pressed", this.filter.sign < 0 ? "true" : "false");
-    this.root.classList.toggle("filtered", cls >= 0);
-    if (!quiet) this.changed();
-  };
-
-  // --- geometry ----------------------------------------------------------------------------
-
-  Viewer.prototype.scale = function () {
-    return Math.min(this.width, this.height) * 0.96 * this.view.z; // a small margin round the atlas at z = 1
-  };
-
-  Viewer.prototype.levelIndex = function () {
-    var scale = this.scale(), chosen = 0;
+  Viewer.prototype.levelIndex = function (z) {
+    var scale = this.scale(z), chosen = 0;
     this.atlas.level_data.forEach(function (level, i) {
       if (scale / level.size >= MIN_CELL_PX) chosen = i;
     });
     return chosen;
   };
 
+  // The smallest zoom that shows level `index`.
+  Viewer.prototype.zoomFor = function (index) {
+    var size = this.atlas.level_data[index].size;
+    return clamp(MIN_CELL_PX * size / this.scale(1) * 1.15, 1, this.state.zMax);
+  };
+
   Viewer.prototype.toScreen = function (ax, ay) {
     var s = this.scale();
-    return [(ax - this.view.cx) * s + this.width / 2, (ay - this.view.cy) * s + this.height / 2];
+    return [(ax - this.state.cx) * s + this.width / 2, (ay - this.state.cy) * s + this.height / 2];
   };
 
   Viewer.prototype.toAtlas = function (sx, sy) {
     var s = this.scale();
-    return [(sx - this.width / 2) / s + this.view.cx, (sy - this.height / 2) / s + this.view.cy];
+    return [(sx - this.width / 2) / s + this.state.cx, (sy - this.height / 2) / s + this.state.cy];
   };
 
-  Viewer.prototype.cellAtAtlas = function (ax, ay) {
-    var index = this.levelIndex(), level = this.atlas.level_data[index], cells = this.levelCells(index);
+  Viewer.prototype.cellAt = function (ax, ay, index) {
+    if (index === undefined) index = this.levelIndex();
+    var level = this.atlas.level_data[index], cells = this.levelCells(index);
     var x = Math.floor(ax * level.size), y = Math.floor(ay * level.size);
     if (!cells || x < 0 || y < 0 || x >= level.size || y >= level.size) return null;
     var i = cells.at[x + "," + y];
     return { level: index, size: level.size, x: x, y: y, index: i, cell: i === undefined ? null : cells.list[i] };
   };
 
-  Viewer.prototype.resize = function () {
-    if (!this.atlas) return;
-    var rect = this.frame.getBoundingClientRect();
-    var ratio = window.devicePixelRatio || 1;
-    this.width = Math.max(1, rect.width);
-    this.height = Math.max(1, rect.height);
-    this.canvas.width = Math.round(this.width * ratio);
-    this.canvas.height = Math.round(this.height * ratio);
-    this.canvas.style.width = this.width + "px";
-    this.canvas.style.height = this.height + "px";
-    this.ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    this.changed(true);
+  Viewer.prototype.cellAtScreen = function (clientX, clientY) {
+    var r = this.frame.getBoundingClientRect(), a = this.toAtlas(clientX - r.left, clientY - r.top);
+    return this.cellAt(a[0], a[1]);
   };
 
-  // --- drawing -----------------------------------------------------------------------------
+  Viewer.prototype.resize = function () {
+    if (!this.atlas) return;
+    var rect = this.frame.getBoundingClientRect(), ratio = window.devicePixelRatio || 1;
+    var width = Math.max(1, rect.width), height = Math.max(1, rect.height);
+    this.narrow = width < 480;
+    if (width !== this.width || height !== this.height || this.canvas.width !== Math.round(width * ratio)) {
+      this.width = width;
+      this.height = height;
+      this.canvas.width = Math.round(width * ratio);
+      this.canvas.height = Math.round(height * ratio);
+    }
+    var levels = this.atlas.level_data, finest = levels[levels.length - 1];
+    this.state.zMax = Math.max(1, MAX_ICON_ZOOM * this.atlas.icon_px * finest.size / this.scale(1));
+    this.state.set({});
+    this.renderer.request();
+  };
+
+  // --- drawing -------------------------------------------------------------------------------
 
   Viewer.prototype.draw = function () {
     if (!this.width || !this.atlas) return;
-    var ctx = this.ctx, s = this.scale(), atlas = this.atlas;
+    var ctx = this.ctx, s = this.scale(), atlas = this.atlas, ratio = this.canvas.width / this.width;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, this.width, this.height);
     var corner = this.toScreen(0, 0);
     var index = this.levelIndex(), level = atlas.level_data[index], cells = this.levelCells(index);
@@ -282,34 +392,31 @@
           var i = cells.at[x + "," + y];
           if (i === undefined) continue;
           var tile = Math.floor(x / span) + "-" + Math.floor(y / span);
-          var img = this.image(atlas.id + "/" + level.size + "-" + tile + ".webp");
-          if (!(img.complete && img.naturalWidth)) loading = true;
+          var img = this.loader.image(atlas.id + "/" + level.size + "-" + tile + ".webp");
+          if (!ready(img)) loading = true;
           visible.push([cells.list[i], i, img]);
         }
       }
     }
-    var overview = this.overview;
-    if (loading && overview.complete && overview.naturalWidth) {
-      ctx.drawImage(overview, corner[0], corner[1], s, s); // a small picture first, icons as they arrive
+    if (loading && ready(this.overview)) {
+      ctx.drawImage(this.overview, corner[0], corner[1], s, s); // a small picture first, icons as they arrive
       this.painted();
     }
-    var codes = this.classCodes(index), maxCount = level.max_count || 1, gap = cellPx > 24 ? 1 : 0;
+    var codes = this.classFilter.codes(index), maxCount = level.max_count || 1, gap = cellPx > 24 ? 1 : 0;
+    var sign = this.filter.sign;
     visible.forEach(function (v) {
       var cell = v[0], img = v[2];
-      if (!(img.complete && img.naturalWidth)) return;
+      if (!ready(img)) return;
       // Icons sized by density: a cell of many activations fills its square, a sparse one less.
       var side = (cellPx - 2 * gap) * (0.45 + 0.55 * Math.sqrt(cell.count / maxCount));
       var left = corner[0] + (cell.x + 0.5) * cellPx - side / 2, top = corner[1] + (cell.y + 0.5) * cellPx - side / 2;
-      ctx.globalAlpha = 1;
-      if (codes) {
-        var strength = Math.max(0, (this.filter.sign * codes.codes[v[1]]) / 127);
-        ctx.globalAlpha = FADED + (1 - FADED) * Math.sqrt(strength);
-      }
+      // Codes are the square root of the score on the atlas's common scale: opacity follows them directly.
+      ctx.globalAlpha = codes ? FADED + (1 - FADED) * Math.max(0, sign * codes[v[1]] / 127) : 1;
       ctx.drawImage(img, (cell.x % span) * icon, (cell.y % span) * icon, icon, icon, left, top, side, side);
-    }, this);
+    });
     ctx.globalAlpha = 1;
     if (visible.length && !loading) this.painted();
-    var marks = [[this.hover, "#111"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
+    var marks = [[this.card.hover, "#111"], [this.card.pinned, "#d93025"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
     marks.forEach(function (mark) {
       var hit = mark[0];
       if (!hit || hit.level !== index) return;
@@ -318,7 +425,9 @@
       ctx.strokeRect(corner[0] + hit.x * cellPx + 1, corner[1] + hit.y * cellPx + 1, cellPx - 2, cellPx - 2);
     });
     this.drawMinimap();
-    this.setReadout(level, loading || (this.filter.cls >= 0 && !codes));
+    this.loading = loading || (this.filter.cls >= 0 && !codes); // tests and tools wait on this
+    this.setReadout(level, this.loading);
+    this.card.place();
   };
 
   Viewer.prototype.painted = function () {
@@ -328,16 +437,15 @@
   Viewer.prototype.drawMinimap = function () {
     var map = this.minimap;
     if (!map) return;
-    var show = this.view.z > 1.05;
+    var show = this.state.z > 1.05;
     map.hidden = !show;
     if (!show) return;
     var size = map.clientWidth || 112, ratio = window.devicePixelRatio || 1, ctx = map.getContext("2d");
     if (map.width !== Math.round(size * ratio)) { map.width = map.height = Math.round(size * ratio); }
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, size, size);
     ctx.fillStyle = "#fff";
     ctx.fillRect(0, 0, size, size);
-    if (this.overview.complete && this.overview.naturalWidth) ctx.drawImage(this.overview, 0, 0, size, size);
+    if (ready(this.overview)) ctx.drawImage(this.overview, 0, 0, size, size);
     var a = this.toAtlas(0, 0), b = this.toAtlas(this.width, this.height);
     ctx.strokeStyle = "#d93025";
     ctx.lineWidth = 2;
@@ -345,112 +453,401 @@
   };
 
   Viewer.prototype.setReadout = function (level, loading) {
-    var text = level.size + " × " + level.size + " grid, zoom " + this.view.z.toFixed(1) + "×" +
-      (this.filter.cls >= 0 ? ", " + (this.filter.sign < 0 ? "against " : "") + this.classes[this.filter.cls] : "") +
-      (loading ? " (loading…)" : "");
+    var text = level.size + " × " + level.size + " grid, zoom " + this.state.z.toFixed(1) + "×" +
+      (this.capped ? " (the finest grid's limit)" : "") + (loading ? " (loading…)" : "");
     if (this.readout && this.readout.textContent !== text) this.readout.textContent = text;
   };
 
-  // --- the cell under the pointer or the keyboard cursor ------------------------------------
-
   Viewer.prototype.cursor = function () {
-    return this.cellAtAtlas(this.view.cx, this.view.cy);
-  };
-
-  Viewer.prototype.describe = function (hit) {
-    if (!hit) return "";
-    var where = "Row " + (hit.y + 1) + ", column " + (hit.x + 1) + " of the " + hit.size + " × " + hit.size + " grid: ";
-    if (!hit.cell) return where + "no activations here.";
-    var classes = this.classes;
-    return where + hit.cell.top.map(function (p) { return classes[p[0]] + " " + p[1].toFixed(2); }).join(", ") +
-      ". Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") + ".";
-  };
-
-  Viewer.prototype.showTooltip = function (hit, sx, sy) {
-    var tip = this.tooltip;
-    if (!hit || !hit.cell) { tip.hidden = true; return; }
-    tip.textContent = "";
-    var list = document.createElement("ol"), classes = this.classes;
-    hit.cell.top.forEach(function (pair) {
-      var item = document.createElement("li");
-      var name = document.createElement("span");
-      name.textContent = classes[pair[0]];
-      var score = document.createElement("span");
-      score.className = "score";
-      score.textContent = pair[1].toFixed(3);
-      item.appendChild(name);
-      item.appendChild(score);
-      list.appendChild(item);
-    });
-    tip.appendChild(list);
-    var codes = this.classCodes(hit.level);
-    if (codes) {
-      var filtered = document.createElement("p");
-      filtered.className = "filtered-score";
-      filtered.textContent = classes[this.filter.cls] + ": " + (codes.codes[hit.index] / 127 * codes.scale).toFixed(3);
-      tip.appendChild(filtered);
-    }
-    var foot = document.createElement("p");
-    foot.textContent = "Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s");
-    tip.appendChild(foot);
-    tip.hidden = false;
-    var left = Math.min(sx + 16, this.width - tip.offsetWidth - 4);
-    var top = Math.min(sy + 16, this.height - tip.offsetHeight - 4);
-    tip.style.left = Math.max(4, left) + "px";
-    tip.style.top = Math.max(4, top) + "px";
+    return this.cellAt(this.state.cx, this.state.cy);
   };
 
   Viewer.prototype.moveCursor = function (dx, dy) {
     var size = this.atlas.level_data[this.levelIndex()].size;
-    var x = Math.min(size - 1, Math.max(0, Math.floor(this.view.cx * size) + dx));
-    var y = Math.min(size - 1, Math.max(0, Math.floor(this.view.cy * size) + dy));
-    this.view.cx = (x + 0.5) / size;
-    this.view.cy = (y + 0.5) / size;
+    var x = clamp(Math.floor(this.state.cx * size) + dx, 0, size - 1);
+    var y = clamp(Math.floor(this.state.cy * size) + dy, 0, size - 1);
     this.cursorOn = true;
-    this.changed();
-    this.announceCursor();
+    this.state.set({ cx: (x + 0.5) / size, cy: (y + 0.5) / size });
+    this.card.showCursor();
   };
-
-  Viewer.prototype.announceCursor = function () {
-    var hit = this.cursor();
-    if (!hit) return;
-    var screen = this.toScreen((hit.x + 0.5) / hit.size, (hit.y + 0.5) / hit.size);
-    this.showTooltip(hit, screen[0], screen[1]);
-    if (this.announcer) this.announcer.textContent = this.describe(hit);
-  };
-
-  // --- changes of view ---------------------------------------------------------------------
 
   Viewer.prototype.zoomAt = function (factor, sx, sy) {
-    var before = this.toAtlas(sx, sy);
-    this.view.z = Math.min(MAX_ZOOM, Math.max(0.5, this.view.z * factor));
-    var after = this.toAtlas(sx, sy);
-    this.view.cx += before[0] - after[0];
-    this.view.cy += before[1] - after[1];
-    this.changed();
+    var before = this.toAtlas(sx, sy), z = this.state.z * factor;
+    var zz = clamp(z, 1, this.state.zMax), s = this.scale(zz);
+    // Keep the atlas point under (sx, sy) where it is.
+    this.state.set({ cx: before[0] - (sx - this.width / 2) / s, cy: before[1] - (sy - this.height / 2) / s, z: z });
   };
 
   Viewer.prototype.pan = function (dx, dy) {
     var s = this.scale();
-    this.view.cx = Math.min(1.5, Math.max(-0.5, this.view.cx - dx / s));
-    this.view.cy = Math.min(1.5, Math.max(-0.5, this.view.cy - dy / s));
-    this.changed();
+    this.state.set({ cx: this.state.cx - dx / s, cy: this.state.cy - dy / s });
   };
 
-  Viewer.prototype.changed = function (quiet) {
-    this.draw();
-    if (!this.atlas) return;
-    var view = this.viewString();
-    if (this.ownsHash && !quiet && window.history && history.replaceState) history.replaceState(null, "", "#" + view);
-    var page = this.mode === "explorer" ? window.location.href.split("#")[0] :
-      new URL(this.root.getAttribute("data-root") + "explore/" + this.atlas.id + ".html", window.location.href).href;
-    var embed = new URL(this.root.getAttribute("data-root") + "embed.html", window.location.href).href;
-    var link = this.root.querySelector(".share-link"), code = this.root.querySelector(".embed-code");
-    if (link) link.value = page + "#" + view;
-    if (code) {
-      code.value = '<iframe src="' + attr(embed + "#" + view) + '" title="' + attr("Activation atlas of layer " +
-        this.atlas.layer) + '" width="100%" height="480" style="border: 0" loading="lazy" allowfullscreen></iframe>';
+  Viewer.prototype.flyTo = function (hit) {
+    var z = Math.max(this.state.z, this.zoomFor(hit.level));
+    this.state.set({ cx: (hit.x + 0.5) / hit.size, cy: (hit.y + 0.5) / hit.size, z: z });
+    var now = this.cellAt((hit.x + 0.5) / hit.size, (hit.y + 0.5) / hit.size, hit.level);
+    this.card.pin(now && now.cell ? now : hit);
+  };
+
+  // --- the card: a cell's classes, count and fidelity -----------------------------------------
+
+  function Card(viewer) {
+    this.viewer = viewer;
+    this.node = viewer.root.querySelector(".tooltip");
+    this.hover = null; // the cell under a mouse
+    this.pinned = null; // a tapped, clicked or flown-to cell, until closed
+  }
+
+  Card.prototype.fill = function (hit, closable) {
+    var v = this.viewer, node = this.node, classes = v.classes;
+    node.textContent = "";
+    if (closable) {
+      var close = el("button", "card-close", "×");
+      close.type = "button";
+      close.setAttribute("aria-label", "Close the card");
+      var card = this;
+      close.addEventListener("click", function (e) { e.stopPropagation(); card.close(); v.frame.focus(); });
+      node.appendChild(close);
     }
+    node.appendChild(el("p", "card-title", "Strongest classes (mean attribution)"));
+    var list = el("ol");
+    hit.cell.top.forEach(function (pair) {
+      var item = el("li");
+      item.appendChild(el("span", "name", classes[pair[0]]));
+      item.appendChild(el("span", "score", pair[1].toFixed(3)));
+      list.appendChild(item);
+    });
+    node.appendChild(list);
+    var codes = v.classFilter.codes(hit.level);
+    if (codes) {
+      node.appendChild(el("p", "filtered-score", classes[v.filter.cls] + ": " +
+        v.classFilter.score(codes[hit.index]).toFixed(3)));
+    }
+    node.appendChild(el("p", "", "Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") +
+      "; icon fidelity " + hit.cell.fidelity.toFixed(2)));
+    node.appendChild(el("p", "card-help", "Attribution: activation × gradient of the class's logit, averaged over " +
+      "the cell. Fidelity: cosine between the cell's mean activation and its icon's (1 is exact)."));
+    node.hidden = false;
+    this.shownAt = hit;
+  };
+
+  // Next to its cell, inside the viewer.
+  Card.prototype.place = function () {
+    var hit = this.shownAt, v = this.viewer, node = this.node;
+    if (!hit || node.hidden) return;
+    if (v.narrow) { node.style.left = node.style.top = ""; return; } // a sheet along the bottom, by the stylesheet
+    var p = v.toScreen((hit.x + 1) / hit.size, (hit.y + 0.5) / hit.size);
+    var left = p[0] + 8, top = p[1] - node.offsetHeight / 2;
+    if (left + node.offsetWidth > v.width - 4) left = v.toScreen(hit.x / hit.size, 0)[0] - node.offsetWidth - 8;
+    node.style.left = clamp(left, 4, Math.max(4, v.width - node.offsetWidth - 4)) + "px";
+    node.style.top = clamp(top, 4, Math.max(4, v.height - node.offsetHeight - 4)) + "px";
+  };
+
+  function same(a, b) { return a && b && a.level === b.level && a.x === b.x && a.y === b.y; }
+
+  Card.prototype.showHover = function (hit) {
+    this.hover = hit && hit.cell ? hit : null;
+    if (this.pinned || (same(this.hover, this.shownAt) && !this.node.hidden)) return;
+    if (this.hover) { this.fill(this.hover, false); this.place(); } else if (!this.viewer.cursorOn) this.hide();
+  };
+
+  Card.prototype.showCursor = function () {
+    var v = this.viewer, hit = v.cursor();
+    if (!hit) return;
+    this.pinned = null;
+    this.viewer.root.classList.remove("pinned");
+    if (hit.cell) { this.fill(hit, false); this.place(); } else this.hide();
+    v.say(describe(v, hit));
+  };
+
+  Card.prototype.pin = function (hit) {
+    var v = this.viewer;
+    this.pinned = hit;
+    v.root.classList.add("pinned");
+    this.fill(hit, true);
+    this.place();
+    v.say(describe(v, hit));
+    v.renderer.request();
+  };
+
+  // The shown cell again, after the class filter changed.
+  Card.prototype.refresh = function () {
+    if (this.shownAt && !this.node.hidden) { this.fill(this.shownAt, !!this.pinned); this.place(); }
+  };
+
+  Card.prototype.hide = function () {
+    this.node.hidden = true;
+    this.shownAt = null;
+  };
+
+  Card.prototype.close = function () {
+    var was = this.pinned || !this.node.hidden;
+    this.pinned = null;
+    this.hover = null;
+    this.viewer.cursorOn = false;
+    this.viewer.root.classList.remove("pinned");
+    this.hide();
+    this.viewer.renderer.request();
+    return was;
+  };
+
+  // A tap or click: pin the cell's card, or close it when the same cell (or no cell) is tapped again.
+  Card.prototype.tap = function (hit) {
+    if (!hit || !hit.cell || same(this.pinned, hit)) this.close();
+    else this.pin(hit);
+  };
+
+  function describe(v, hit) {
+    var where = "Row " + (hit.y + 1) + ", column " + (hit.x + 1) + " of the " + hit.size + " × " + hit.size + " grid: ";
+    if (!hit.cell) return where + "no activations here.";
+    return where + hit.cell.top.map(function (p) { return v.classes[p[0]] + " " + p[1].toFixed(2); }).join(", ") +
+      ". Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") +
+      ", icon fidelity " + hit.cell.fidelity.toFixed(2) + ".";
+  }
+
+  // --- the class filter: a box that matches names, a legend and the class's strongest cells ---
+
+  function ClassFilter(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    var root = viewer.root;
+    this.input = root.querySelector(".class-search");
+    this.list = root.querySelector(".class-options");
+    this.signButton = root.querySelector(".class-sign");
+    this.panel = root.querySelector(".class-panel");
+    this.decoded = {};
+    this.options = [];
+    this.active = -1;
+    if (!this.input) return;
+    this.list.id = "atlas-classes-" + viewer.id;
+    this.input.setAttribute("aria-controls", this.list.id);
+    this.input.addEventListener("input", function () { self.suggest(false); });
+    this.input.addEventListener("keydown", function (e) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        if (self.list.hidden) self.suggest(false);
+        self.highlight(self.active + (e.key === "ArrowDown" ? 1 : -1));
+      } else if (e.key === "Enter") {
+        e.preventDefault();
+        self.submit();
+      } else if (e.key === "Escape" && !self.list.hidden) {
+        e.preventDefault();
+        e.stopPropagation();
+        self.closeList();
+      }
+    });
+    this.input.addEventListener("blur", function () { setTimeout(function () { self.closeList(); }, 150); });
+    this.list.addEventListener("mousedown", function (e) { e.preventDefault(); }); // keep focus in the box
+    this.list.addEventListener("click", function (e) {
+      var item = e.target.closest("[data-class]");
+      if (item) self.choose(+item.getAttribute("data-class"));
+    });
+    if (this.signButton) {
+      this.signButton.addEventListener("click", function () {
+        viewer.filter.sign = -viewer.filter.sign;
+        self.choose(viewer.filter.cls);
+      });
+    }
+    if (this.panel) {
+      this.panel.addEventListener("click", function (e) {
+        var item = e.target.closest("[data-cell]");
+        if (!item) return;
+        var parts = item.getAttribute("data-cell").split(",").map(Number), size = viewer.atlas.level_data[parts[0]].size;
+        viewer.flyTo({ level: parts[0], size: size, x: parts[1], y: parts[2], index: parts[3],
+          cell: viewer.cells[parts[0]].list[parts[3]] });
+      });
+    }
+  }
+
+  // Classes whose names match `query`: the exact name alone, else those starting with it, else containing it.
+  ClassFilter.prototype.matches = function (query) {
+    var q = String(query).trim().toLowerCase(), classes = this.viewer.classes || [], found = [], i;
+    if (!q) return [];
+    if (/^\d+$/.test(q) && +q < classes.length && classes.indexOf(q) < 0) return [+q];
+    for (i = 0; i < classes.length; i++) if (String(classes[i]).toLowerCase() === q) return [i];
+    var starts = [], contains = [];
+    for (i = 0; i < classes.length; i++) {
+      var name = String(classes[i]).toLowerCase(), at = name.indexOf(q);
+      if (at === 0) starts.push(i);
+      else if (at > 0) contains.push(i);
+    }
+    found = starts.concat(contains);
+    return found;
+  };
+
+  ClassFilter.prototype.exact = function (name) {
+    var found = this.matches(name);
+    return found.length === 1 ? found[0] : -1;
+  };
+
+  ClassFilter.prototype.suggest = function (announce) {
+    var v = this.viewer, found = this.matches(this.input.value), list = this.list;
+    this.options = found.slice(0, 12);
+    this.active = -1;
+    list.textContent = "";
+    this.options.forEach(function (cls, k) {
+      var item = el("li", "", v.classes[cls]);
+      item.id = list.id + "-" + k;
+      item.setAttribute("role", "option");
+      item.setAttribute("data-class", cls);
+      item.setAttribute("aria-selected", "false");
+      list.appendChild(item);
+    });
+    if (found.length > this.options.length) {
+      var more = el("li", "more", (found.length - this.options.length) + " more: type more of the name");
+      more.setAttribute("aria-disabled", "true");
+      list.appendChild(more);
+    }
+    var open = this.options.length > 0 && this.input.value.trim() !== "";
+    list.hidden = !open;
+    this.input.setAttribute("aria-expanded", open ? "true" : "false");
+    this.input.removeAttribute("aria-activedescendant");
+    if (announce) {
+      this.viewer.say(found.length ? found.length + " classes match “" + this.input.value.trim() + "”: choose one" :
+        "No class matches “" + this.input.value.trim() + "”");
+    }
+    return found;
+  };
+
+  ClassFilter.prototype.highlight = function (k) {
+    var items = this.list.querySelectorAll("[role=option]");
+    if (!items.length) return;
+    this.active = (k + items.length) % items.length;
+    items.forEach(function (item, i) { item.setAttribute("aria-selected", i === this.active ? "true" : "false"); }, this);
+    this.input.setAttribute("aria-activedescendant", items[this.active].id);
+    items[this.active].scrollIntoView({ block: "nearest" });
+  };
+
+  ClassFilter.prototype.closeList = function () {
+    this.list.hidden = true;
+    this.input.setAttribute("aria-expanded", "false");
+    this.input.removeAttribute("aria-activedescendant");
+  };
+
+  // Enter in the box: a highlighted option, an exact name or the only match is taken; several are listed.
+  ClassFilter.prototype.submit = function () {
+    var text = this.input.value.trim();
+    if (!text) { this.choose(-1); return; }
+    if (!this.list.hidden && this.active >= 0) { this.choose(this.options[this.active]); return; }
+    var found = this.matches(text);
+    if (found.length === 1) this.choose(found[0]);
+    else this.suggest(true);
+  };
+
+  ClassFilter.prototype.choose = function (cls, quiet) {
+    var v = this.viewer;
+    v.filter.cls = cls;
+    if (this.input) {
+      this.input.value = cls >= 0 ? v.classes[cls] : "";
+      this.closeList();
+    }
+    if (this.signButton) this.signButton.setAttribute("aria-pressed", v.filter.sign < 0 ? "true" : "false");
+    v.root.classList.toggle("filtered", cls >= 0);
+    if (this.panel) {
+      if (this.panel.hidden && cls >= 0) this.panel.open = !v.narrow; // on a phone it would cover the atlas
+      this.panel.hidden = cls < 0;
+      var name = this.panel.querySelector(".class-name");
+      if (name) name.textContent = cls >= 0 ? (v.filter.sign < 0 ? "against " : "") + v.classes[cls] : "";
+      var top = this.panel.querySelector(".legend-max");
+      if (top) top.textContent = (v.filter.sign < 0 ? "−" : "") + (v.atlas ? v.atlas.class_scale.toPrecision(2) : "");
+    }
+    this.strongestFor = null;
+    v.card.refresh();
+    if (!quiet) {
+      v.say(cls >= 0 ? "Icons faded by their attribution " + (v.filter.sign < 0 ? "against " : "to ") + v.classes[cls] :
+        "Class filter cleared");
+      v.viewChanged(false);
+    } else {
+      this.refreshStrongest();
+    }
+  };
+
+  // The chosen class's codes (-127..127: the square root of the score over the atlas's scale) for every cell.
+  ClassFilter.prototype.codes = function (index) {
+    var v = this.viewer, cls = v.filter.cls, atlas = v.atlas;
+    if (cls < 0 || !atlas) return null;
+    var chunk = Math.floor(cls / atlas.class_chunk), key = atlas.id + "/classes-" + chunk;
+    var data = DATA[key];
+    if (!data) {
+      v.loader.script(key, atlas.class_scripts[chunk], function () { v.renderer.request(); v.classFilter.refreshStrongest(); v.card.refresh(); });
+      return null;
+    }
+    var slot = atlas.id + ":" + index + ":" + cls;
+    if (!this.decoded[slot]) {
+      var raw = atob(data.codes[index][cls - data.first]), codes = new Int8Array(raw.length);
+      for (var i = 0; i < raw.length; i++) codes[i] = raw.charCodeAt(i) << 24 >> 24;
+      this.decoded[slot] = codes;
+    }
+    return this.decoded[slot];
+  };
+
+  ClassFilter.prototype.score = function (code) {
+    var q = code / 127;
+    return (q < 0 ? -1 : 1) * q * q * this.viewer.atlas.class_scale;
+  };
+
+  // The list of the class's strongest cells at the level in view, each a button that flies there.
+  ClassFilter.prototype.refreshStrongest = function () {
+    var v = this.viewer, list = this.panel && this.panel.querySelector(".strongest");
+    if (!list || v.filter.cls < 0 || !v.atlas) return;
+    var index = v.levelIndex(), key = v.atlas.id + ":" + index + ":" + v.filter.cls + ":" + v.filter.sign;
+    if (this.strongestFor === key) return;
+    var codes = this.codes(index), cells = v.levelCells(index);
+    if (!codes || !cells) return;
+    this.strongestFor = key;
+    var order = [], sign = v.filter.sign, self = this;
+    for (var i = 0; i < codes.length; i++) if (sign * codes[i] > 0) order.push(i);
+    order.sort(function (a, b) { return sign * codes[b] - sign * codes[a] || a - b; });
+    list.textContent = "";
+    order.slice(0, STRONGEST).forEach(function (i) {
+      var cell = cells.list[i], item = el("li"), button = el("button", "fly");
+      button.type = "button";
+      button.setAttribute("data-cell", index + "," + cell.x + "," + cell.y + "," + i);
+      button.appendChild(el("span", "score", self.score(codes[i]).toFixed(3)));
+      button.appendChild(el("span", "name", "led by " + v.classes[cell.top[0][0]]));
+      button.title = "Go to row " + (cell.y + 1) + ", column " + (cell.x + 1);
+      item.appendChild(button);
+      list.appendChild(item);
+    });
+    if (!order.length) list.appendChild(el("li", "none", "No cell at this zoom"));
+  };
+
+  // --- sharing -------------------------------------------------------------------------------
+
+  function Share(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    this.node = viewer.root.querySelector(".share");
+    if (!this.node) return;
+    this.node.addEventListener("toggle", function () { self.refresh(); });
+    this.node.querySelector(".copy-link").addEventListener("click", function () {
+      copy(self.node.querySelector(".share-link"), this);
+    });
+    this.node.querySelector(".copy-embed").addEventListener("click", function () {
+      copy(self.node.querySelector(".embed-code"), this);
+    });
+  }
+
+  // The link and embed code are made only while the panel is open.
+  Share.prototype.refresh = function () {
+    var v = this.viewer;
+    if (!this.node || !this.node.open || !v.atlas) return;
+    var view = v.viewString(), root = v.siteRoot;
+    var page = v.mode === "explorer" ? new URL(v.atlas.id + ".html", window.location.href).href :
+      new URL(root + "explore/" + v.atlas.id + ".html", window.location.href).href;
+    var embed = new URL(root + "embed.html", window.location.href).href;
+    this.node.querySelector(".share-link").value = page + "#" + view;
+    this.node.querySelector(".embed-code").value = '<iframe src="' + attr(embed + "#" + view) + '" title="' +
+      attr("Activation atlas of layer " + v.atlas.layer) +
+      '" width="100%" height="480" style="border: 0" loading="lazy" allowfullscreen></iframe>';
+  };
+
+  Share.prototype.close = function () {
+    if (!this.node || !this.node.open) return false;
+    this.node.open = false;
+    this.node.querySelector("summary").focus();
+    return true;
   };
 
   function copy(field, button) {
@@ -467,94 +864,128 @@
     }
   }
 
-  Viewer.prototype.bind = function () {
-    var self = this, frame = this.frame, root = this.root;
-    window.addEventListener("resize", function () { self.resize(); });
-    if (this.ownsHash) {
+  // --- input ---------------------------------------------------------------------------------
+
+  function bindInput(v) {
+    var frame = v.frame, root = v.root, pointers = {};
+    var gesture = null; // {moved, start, tap}: the press in progress
+
+    if (window.ResizeObserver) new ResizeObserver(function () { v.resize(); }).observe(frame);
+    else window.addEventListener("resize", function () { v.resize(); });
+    if (v.ownsHash) {
       window.addEventListener("hashchange", function () {
-        var v = parseView(window.location.hash);
-        if (v.layer && v.layer !== self.atlas.id) self.open(v.layer, v);
-        else { self.applyView(v); self.draw(); }
+        var h = Hash.parse(window.location.hash);
+        if (h.layer && v.atlas && h.layer !== v.atlas.id && v.loader.knows(h.layer)) v.open(h.layer, h);
+        else if (v.atlas) v.applyView(h);
       });
     }
+
+    // Outside the explorer the page scrolls past the atlas unless the reader is using it.
     frame.addEventListener("wheel", function (e) {
-      // In an article, the page scrolls past an inline atlas unless the reader is using it.
-      if (self.mode === "inline" && !e.ctrlKey && document.activeElement !== frame) return;
+      if (v.mode !== "explorer" && !e.ctrlKey && document.activeElement !== frame) return;
       e.preventDefault();
       var r = frame.getBoundingClientRect();
-      self.zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
+      v.zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
     }, { passive: false });
 
-    // One pointer drags; two pinch, zooming about their midpoint.
+    function list() { return Object.keys(pointers).map(function (k) { return pointers[k]; }); }
     function spread() {
-      var ps = Object.keys(self.pointers).map(function (k) { return self.pointers[k]; });
+      var ps = list();
       if (ps.length < 2) return null;
       return { d: Math.hypot(ps[0].x - ps[1].x, ps[0].y - ps[1].y), x: (ps[0].x + ps[1].x) / 2, y: (ps[0].y + ps[1].y) / 2 };
     }
+
     frame.addEventListener("pointerdown", function (e) {
-      if (e.target === self.minimap) return;
-      self.cursorOn = false;
-      self.pointers[e.pointerId] = { x: e.clientX, y: e.clientY };
-      try { frame.setPointerCapture(e.pointerId); } catch (err) { /* synthetic pointers */ }
+      if (e.target !== frame && e.target !== v.canvas) return; // the minimap, the card
+      if (e.pointerType === "mouse" && e.button !== 0) return;
+      pointers[e.pointerId] = { x: e.clientX, y: e.clientY, type: e.pointerType };
+      var many = list().length > 1;
+      gesture = many ? { moved: true } : { moved: false, x: e.clientX, y: e.clientY, time: performance.now() };
+      if (e.pointerType === "mouse" || v.active || many) {
+        try { frame.setPointerCapture(e.pointerId); } catch (err) { /* synthetic pointers */ }
+      }
     });
-    function lift(e) { delete self.pointers[e.pointerId]; }
+    function lift(e) {
+      var p = pointers[e.pointerId];
+      delete pointers[e.pointerId];
+      if (!p || !gesture) return;
+      if (e.type === "pointerup" && !gesture.moved && performance.now() - gesture.time < TAP_MS && !list().length) {
+        if (p.type !== "mouse") v.setActive(true);
+        v.cursorOn = false;
+        v.card.tap(v.cellAtScreen(e.clientX, e.clientY));
+      }
+      if (!list().length) gesture = null;
+    }
     frame.addEventListener("pointerup", lift);
-    frame.addEventListener("pointercancel", lift);
+    frame.addEventListener("pointercancel", lift); // the browser took the gesture: the page scrolled
     frame.addEventListener("pointermove", function (e) {
-      var r = frame.getBoundingClientRect(), p = self.pointers[e.pointerId];
-      if (p) {
-        var before = spread();
-        var dx = e.clientX - p.x, dy = e.clientY - p.y;
+      var p = pointers[e.pointerId];
+      if (p && gesture) {
+        var before = spread(), dx = e.clientX - p.x, dy = e.clientY - p.y;
         p.x = e.clientX;
         p.y = e.clientY;
-        var after = spread();
+        if (!gesture.moved && Math.hypot(e.clientX - gesture.x, e.clientY - gesture.y) > TAP_PX) gesture.moved = true;
+        var after = spread(), r = frame.getBoundingClientRect();
         if (before && after) {
-          self.zoomAt(after.d / Math.max(1, before.d), after.x - r.left, after.y - r.top);
-          self.pan(after.x - before.x, after.y - before.y);
-        } else {
-          self.pan(dx, dy);
+          v.zoomAt(after.d / Math.max(1, before.d), after.x - r.left, after.y - r.top);
+          v.pan(after.x - before.x, after.y - before.y);
+        } else if (gesture.moved && (p.type === "mouse" || v.active)) {
+          v.pan(dx, dy);
         }
       }
-      if (!self.atlas) return;
-      var a = self.toAtlas(e.clientX - r.left, e.clientY - r.top);
-      var hit = self.cellAtAtlas(a[0], a[1]);
-      self.hover = hit && hit.cell ? hit : null;
-      self.showTooltip(self.hover, e.clientX - r.left, e.clientY - r.top);
-      self.draw();
+      if (e.pointerType === "mouse" && v.atlas && !(p && gesture && gesture.moved)) {
+        v.card.showHover(v.cellAtScreen(e.clientX, e.clientY));
+        v.renderer.request();
+      }
     });
-    frame.addEventListener("pointerleave", function () {
-      self.hover = null;
-      if (!self.cursorOn) self.tooltip.hidden = true;
-      self.draw();
+    frame.addEventListener("pointerleave", function (e) {
+      if (e.pointerType !== "mouse") return;
+      v.card.showHover(null);
+      v.renderer.request();
     });
-    frame.addEventListener("blur", function () {
-      self.cursorOn = false;
-      self.tooltip.hidden = true;
-      self.draw();
+    frame.addEventListener("focusout", function (e) {
+      if (frame.contains(e.relatedTarget)) return;
+      if (v.cursorOn && !v.card.pinned) { v.cursorOn = false; v.card.hide(); v.renderer.request(); }
     });
+    // A touch elsewhere on the page hands scrolling back to the page.
+    document.addEventListener("pointerdown", function (e) {
+      if (v.mode !== "explorer" && v.active && !root.contains(e.target)) v.setActive(false);
+    });
+
     frame.addEventListener("keydown", function (e) {
-      if (!self.atlas) return;
-      var centre = function (f) { return function () { self.zoomAt(f, self.width / 2, self.height / 2); self.announceCursor(); }; };
-      var keys = {
-        ArrowLeft: function () { self.moveCursor(-1, 0); }, ArrowRight: function () { self.moveCursor(1, 0); },
-        ArrowUp: function () { self.moveCursor(0, -1); }, ArrowDown: function () { self.moveCursor(0, 1); },
-        "+": centre(1.5), "=": centre(1.5), "-": centre(1 / 1.5),
-        "0": function () { self.view = { cx: 0.5, cy: 0.5, z: 1 }; self.changed(); self.announceCursor(); }
+      if (!v.atlas || e.altKey || e.ctrlKey || e.metaKey) return;
+      var centre = function (f) {
+        return function () {
+          var was = v.state.z;
+          v.zoomAt(f, v.width / 2, v.height / 2);
+          if (f > 1 && v.state.z === was && v.capped) v.say("Zoomed in as far as the finest grid allows.");
+          else if (v.cursorOn) v.card.showCursor();
+        };
       };
-      if (keys[e.key] && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      var keys = {
+        ArrowLeft: function () { v.moveCursor(-1, 0); }, ArrowRight: function () { v.moveCursor(1, 0); },
+        ArrowUp: function () { v.moveCursor(0, -1); }, ArrowDown: function () { v.moveCursor(0, 1); },
+        "+": centre(1.5), "=": centre(1.5), "-": centre(1 / 1.5),
+        "0": function () { v.state.set({ cx: 0.5, cy: 0.5, z: 1 }); if (v.cursorOn) v.card.showCursor(); },
+        Enter: function () { var hit = v.cursor(); if (hit) v.card.tap(hit); }
+      };
+      if (keys[e.key]) {
         e.preventDefault();
-        self.cursorOn = true;
+        if (e.key !== "Enter") v.cursorOn = true;
         keys[e.key]();
       }
     });
+    // Escape closes what is open: the class list first, then the card, then the Share panel.
+    root.addEventListener("keydown", function (e) {
+      if (e.key !== "Escape") return;
+      if (v.card.close() || v.share.close()) { e.preventDefault(); v.say("Closed"); }
+    });
 
     // The minimap: press or drag to move the view there.
-    var map = this.minimap, dragging = false;
+    var map = v.minimap, dragging = false;
     function jump(e) {
       var r = map.getBoundingClientRect();
-      self.view.cx = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
-      self.view.cy = Math.min(1, Math.max(0, (e.clientY - r.top) / r.height));
-      self.changed();
+      v.state.set({ cx: (e.clientX - r.left) / r.width, cy: (e.clientY - r.top) / r.height });
     }
     if (map) {
       map.addEventListener("pointerdown", function (e) {
@@ -571,44 +1002,15 @@
     root.querySelectorAll(".layer-switch button").forEach(function (button) {
       button.addEventListener("click", function () {
         var id = button.getAttribute("data-layer");
-        if (self.atlas && id !== self.atlas.id) {
-          self.open(id, { "class": self.filter.cls >= 0 ? self.classes[self.filter.cls] : undefined,
-            sign: self.filter.sign < 0 ? "-" : "+" });
-          self.hover = null;
-          self.tooltip.hidden = true;
+        if (v.atlas && id !== v.atlas.id) {
+          var cls = v.filter.cls >= 0 ? v.classes[v.filter.cls] : undefined;
+          v.open(id, { "class": cls, sign: v.filter.sign < 0 ? "-" : "+" });
         }
       });
     });
-    if (this.search) {
-      var choose = function () {
-        var cls = self.findClass(self.search.value);
-        if (!self.search.value.trim()) self.setClass(-1);
-        else if (cls >= 0) { self.setClass(cls); self.search.value = self.classes[cls]; }
-        else if (self.readout) self.readout.textContent = "No class matches “" + self.search.value + "”";
-      };
-      this.search.addEventListener("change", choose);
-      this.search.addEventListener("search", choose);
-      this.search.addEventListener("keydown", function (e) { if (e.key === "Enter") choose(); });
-    }
-    if (this.signButton) {
-      this.signButton.addEventListener("click", function () {
-        self.filter.sign = -self.filter.sign;
-        self.setClass(self.filter.cls);
-      });
-    }
-    var share = root.querySelector(".share");
-    if (share) {
-      share.querySelector(".copy-link").addEventListener("click", function () {
-        copy(share.querySelector(".share-link"), this);
-      });
-      share.querySelector(".copy-embed").addEventListener("click", function () {
-        copy(share.querySelector(".embed-code"), this);
-      });
-    }
-    if (window.ResizeObserver) new ResizeObserver(function () { self.resize(); }).observe(frame);
-  };
+  }
 
-  document.querySelectorAll(".atlas-viewer[data-atlas]").forEach(function (el) {
-    el.viewer = new Viewer(el);
+  document.querySelectorAll(".atlas-viewer[data-atlas]").forEach(function (node) {
+    node.viewer = new Viewer(node);
   });
 })();
