@@ -42,6 +42,7 @@ class Visit:
         return [u for u in self.requests if not u.startswith(prefix) and not u.startswith("data:")]
 
     def painted(self, selector=".atlas-viewer"):
+        self.page.locator(selector).first.scroll_into_view_if_needed()  # atlases in an article load when near
         self.page.wait_for_function(f"document.querySelector('{selector}').viewer.firstPaint !== null")
         self.page.wait_for_load_state("networkidle")
         self.page.wait_for_timeout(150)

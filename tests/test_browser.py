@@ -287,6 +287,7 @@ def test_serve_reloads_the_open_page_after_a_text_edit(browser, quick_site, tmp_
         assert [p.stat().st_mtime_ns for p in tiles] == stamps  # no icon was drawn again
         # The new shortcode's atlas opens on its view.
         last = "[...document.querySelectorAll('.atlas-inline')].pop().viewer"
+        visit.page.locator(".atlas-inline").last.scroll_into_view_if_needed()
         visit.page.wait_for_function(f"{last}.atlas && {last}.firstPaint !== null")
         assert visit.page.evaluate(f"{last}.viewString()") == \
             f"layer={atlas['id']}&x=0.3000&y=0.7000&z=2.000&class={quote(name, safe=SAFE_IN_URI_COMPONENT)}"

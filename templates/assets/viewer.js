@@ -143,7 +143,6 @@
   // --- the viewer ----------------------------------------------------------------------------
 
   function Viewer(root) {
-    var self = this;
     this.root = root;
     this.id = ++count;
     this.mode = root.getAttribute("data-mode") || "explorer";
@@ -162,9 +161,10 @@
     this.capped = false;
     var ids = [];
     try { ids = JSON.parse(root.getAttribute("data-atlases") || "[]"); } catch (e) { /* none */ }
-    this.loader = new Loader(this.siteRoot + "data/", ids, function () { self.renderer.request(); });
-    this.renderer = new Renderer(function () { self.draw(); });
-    this.state = new ViewState(function (capped) { self.viewChanged(capped); });
+    var viewer = this;
+    this.loader = new Loader(this.siteRoot + "data/", ids, function () { viewer.renderer.request(); });
+    this.renderer = new Renderer(function () { viewer.draw(); });
+    this.state = new ViewState(function (capped) { viewer.viewChanged(capped); });
     this.card = new Card(this);
     this.classFilter = new ClassFilter(this);
     this.share = new Share(this);
@@ -182,7 +182,18 @@
     if (this.ownsHash && (hash.layer || hash.x)) start = hash;
     var first = this.loader.knows(start.layer) ? start.layer : root.getAttribute("data-atlas");
     bindInput(this);
-    this.open(first, start);
+    var self = this;
+    // An atlas in an article loads when the reader comes near it, not with the page.
+    if (this.mode === "inline" && window.IntersectionObserver) {
+      var watch = new IntersectionObserver(function (entries) {
+        if (!entries.some(function (e) { return e.isIntersecting; })) return;
+        watch.disconnect();
+        self.open(first, start);
+      }, { rootMargin: "300px 0px" });
+      watch.observe(root);
+    } else {
+      this.open(first, start);
+    }
   }
 
   Object.defineProperty(Viewer.prototype, "view", { get: function () { return this.state.value(); } });
