@@ -279,3 +279,21 @@ def test_port_out_of_range_is_one_line(project, monkeypatch, port):
     result = CliRunner().invoke(app, ["serve", "--no-build", "--port", port])
     assert result.exit_code == 1
     assert result.output.strip() == "error: port must be 0 to 65535"
+
+
+def test_the_terminal_shows_an_error_quoting_brackets_as_written(project, monkeypatch):
+    """Rich markup in a message ([b], [/x]) is the user's text, shown as it is, not a style or a crash."""
+    import io
+
+    from rich.console import Console
+
+    from generator.progress import RichReporter
+
+    monkeypatch.chdir(project)
+    reporter = RichReporter()
+    reporter.console = Console(file=io.StringIO(), width=300)
+    config = project / "atlas.toml"
+    watcher = serve.Watcher(load_config(config), config, {}, reporter)
+    (project / "content" / "index.md").write_text('{{< atlas caption="[b]bold[/b] [/x]"\n')
+    assert watcher.poll() == "pages"
+    assert "[b]bold[/b] [/x]" in reporter.console.file.getvalue()
