@@ -101,14 +101,21 @@ def read_pages(content_dir: Path, shortcodes: Shortcodes | None = None) -> list[
             continue
         where = f"{content_dir.name}/{rel}"
         _check_not_reserved(rel, where)
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+            raise AtlasError(f"{where}:{line}: not UTF-8 text: save the file as UTF-8") from None
         meta, body = parse_front_matter(text, where)
         try:
             order = int(meta.get("order", 100))
         except ValueError:
-            raise AtlasError(f"{where}: front matter 'order' must be a whole number, not {meta['order']!r}") from None
+            line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().lower().startswith("order"))
+            raise AtlasError(f"{where}:{line}: front matter 'order' must be a whole number, "
+                             f"not {meta['order']!r}") from None
         slug = rel[:-3]
-        page = Page(slug=slug, title=meta.get("title", Path(slug).name.replace("-", " ").title()),
+        name = Path(slug).parent.name if Path(slug).name == "index" and "/" in slug else Path(slug).name
+        page = Page(slug=slug, title=meta.get("title", name.replace("-", " ").title()),
                     description=meta.get("description", ""), order=order, html="", toc="", source=where)
         blocks: dict[str, str] = {}
         if shortcodes is not None:

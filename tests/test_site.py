@@ -241,6 +241,10 @@ def test_front_matter_without_its_closing_line_is_an_error(tmp_path):
     with pytest.raises(AtlasError, match=re.escape("content/notes/deep.md:3: front matter lines are `key: value`")):
         _site(tmp_path / "b", "# Home\n", files={"notes/deep.md": "---\ntitle: Deep\njust words\n---\nText\n"})
     assert parse_front_matter("---\ntitle: T\n---")[0] == {"title": "T"}  # a closing line at the very end counts
+    with pytest.raises(AtlasError, match=re.escape("content/index.md:3: front matter 'order' must be a whole number")):
+        _site(tmp_path / "c", "---\ntitle: T\norder: first\n---\n")
+    with pytest.raises(AtlasError, match=re.escape("content/notes.md:2: not UTF-8 text")):
+        _site(tmp_path / "d", "# Home\n", files={"notes.md": "# Notes\n".encode() + "caf\u00e9\n".encode("latin-1")})
 
 
 def test_template_mistakes_name_the_broken_file_and_line(tmp_path):
@@ -268,7 +272,7 @@ def test_pages_in_subfolders_keep_every_link_relative(tmp_path):
     Image.new("RGB", (4, 4), "red").save(image)
     files = {"notes/deep.md": "---\ntitle: Deep\norder: 1\n---\n![A dot](dot.png)\n\n[Home](../index.html)\n\n"
                               '{{< atlas layer="b.5" >}}\n',
-             "notes/dot.png": image.read_bytes(), "notes/index.md": "---\ntitle: Notes\norder: 2\n---\nAll notes.\n",
+             "notes/dot.png": image.read_bytes(), "notes/index.md": "---\norder: 2\n---\nAll notes.\n",  # titled after its folder
              "about.md": "---\ntitle: About\norder: 3\n---\nAbout.\n", "notes/.draft.md": "---\nunclosed\n",
              ".DS_Store": b"junk"}
     out = _site(tmp_path, "# Home\n![A dot](notes/dot.png)\n", files=files)
@@ -282,6 +286,7 @@ def test_pages_in_subfolders_keep_every_link_relative(tmp_path):
     assert re.findall(r'href="([^"]+)"', nav)[:3] == ["../notes/deep.html", "../notes/index.html", "../about.html"]
     assert 'href="../notes/deep.html" aria-current="page"' in nav
     assert 'href="notes/deep.html"' in (out / "index.html").read_text()
+    assert "<h1>Notes</h1>" in (out / "notes" / "index.html").read_text()
     for page in [out / "index.html", out / "about.html", out / "notes" / "deep.html", out / "notes" / "index.html",
                  out / "explore" / "blocks-4.html", out / "embed.html"]:
         assert local_references(page) == [], page
