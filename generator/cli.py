@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -110,6 +110,8 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     no_build: bool = typer.Option(False, "--no-build", help="Serve what is there; do not build a missing site."),
     no_reload: bool = typer.Option(False, "--no-reload", help="Do not watch the sources or reload pages."),
+    allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="A host name that the browser may "
+                                                   "use besides IP addresses and localhost (repeatable)."),
 ) -> None:
     """Preview the site, rebuilding it and reloading the browser when content, templates or atlas.toml change."""
     if config is None and Path("atlas.toml").is_file():
@@ -122,7 +124,7 @@ def serve(
 
         cfg = load_config(config, overrides)
         serve_site(cfg, config, overrides, host, port, build_first=not no_build, reload=not no_reload,
-                   report=RichReporter())
+                   report=RichReporter(), allowed_hosts=tuple(allow_host or ()))
     except AtlasError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

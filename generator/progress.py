@@ -29,7 +29,7 @@ class RichReporter(Reporter):
         self.console = Console(stderr=True)
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, soft_wrap=True)
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)  # messages quote user text
 
     @contextmanager
     def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:

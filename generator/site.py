@@ -1,37 +1,32 @@
 """The static website: markdown narrative and Jinja templates rendered around the atlas data.
 
 Pages: `index.html` (the article, from content/index.md), one page per other markdown
-file, `explore/<atlas id>.html` per atlas and `embed.html`, the chrome-less viewer that
-embed codes point at. Every link is relative, so the site works from any sub-path and
-straight from disk.
-
-Markdown pages may hold shortcodes:
-  {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" caption=".." alt=".." >}}  a live
-      viewer on that view; the caption is tied to the viewer, alt says what it shows to screen readers
-  {{< layers >}}  a section per atlas of this build: its facts and a viewer
+file of content/ and its subfolders (content/notes/deep.md -> notes/deep.html),
+`explore/<atlas id>.html` per atlas and `embed.html`, the chrome-less viewer that embed
+codes point at. content/'s other files (images) are copied to the same places. Every link
+is relative, so the site works from any sub-path and straight from disk. Markdown pages
+may hold shortcodes (see shortcodes.py).
 """
 
 from __future__ import annotations
 
-import difflib
-import html
 import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
 
 import jinja2
 import markdown
 
 from .errors import AtlasError
+from .shortcodes import Shortcodes, build_facts
 
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
-_SHORTCODE = re.compile(r"\{\{<\s*([\w-]+)((?:\s+[\w-]+\s*=\s*\"[^\"]*\")*)\s*>\}\}")
-_PARAM = re.compile(r"([\w-]+)\s*=\s*\"([^\"]*)\"")
-_CODE = re.compile(r"(^[ \t]*```.*?^[ \t]*```[ \t]*$|`[^`\n]+`)", re.S | re.M)  # shortcodes inside code stay as written
 _FIGURE = re.compile(r"<p><img([^>]*?) title=\"([^\"]*)\"\s*/?></p>")
-_ATLAS_PARAMS = {"layer", "zoom", "center", "class", "sign", "height", "caption", "alt"}
+# Written by atlas itself; a page or file of content/ there would mix with them.
+_RESERVED = ("data/", "assets/", "explore/", "embed.")
 
 
 def resource_dir(name: str) -> Path:
@@ -45,151 +40,116 @@ def resource_dir(name: str) -> Path:
 
 @dataclass
 class Page:
-    slug: str  # output name without .html
+    slug: str  # output path without .html, from the site's root: "index", "notes/deep"
     title: str
     description: str
     order: int
     html: str
     toc: str
+    source: str = ""  # the markdown file as messages name it: "content/notes/deep.md"
     has_viewer: bool = False
 
+    @property
+    def root(self) -> str:
+        """The way back to the site's root from this page: "" at the top, "../" a folder down."""
+        return "../" * self.slug.count("/")
 
-def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
-    """`key: value` lines between two `---` lines at the top, and the rest of the text."""
-    match = _FRONT_MATTER.match(text)
-    if not match:
+
+def parse_front_matter(text: str, where: str = "page") -> tuple[dict[str, str], str]:
+    """`key: value` lines between two `---` lines at the top, and the rest of the text.
+
+    A `---` on the first line with no closing `---` is an error, not a page whose front matter
+    becomes text; so is a line in it that is not `key: value`.
+    """
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
         return {}, text
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+    if end is None:
+        raise AtlasError(f"{where}:1: the front matter opened here has no closing --- line")
     meta = {}
-    for line in match.group(1).splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, sep, value = line.partition(":")
-            if sep:
-                meta[key.strip().lower()] = value.strip().strip("\"'")
-    return meta, text[match.end():]
+    for number, line in enumerate(lines[1:end], 2):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise AtlasError(f"{where}:{number}: front matter lines are `key: value`, not {line.strip()!r}")
+        meta[key.strip().lower()] = value.strip().strip("\"'")
+    return meta, "".join(lines[end + 1:])
 
 
-def markdown_text(text: str) -> str:
-    """`text` for a markdown source: HTML escaped and markdown's own characters backslashed."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
+def _published(rel: str) -> bool:
+    """Whether a file of content/ (path relative to it) goes into the site: not hidden, nor in a hidden folder."""
+    return not any(part.startswith(".") for part in rel.split("/"))
 
 
-class Shortcodes:
-    """Expands `{{< atlas ... >}}` and `{{< layers >}}` in a page's markdown for this build's atlases."""
-
-    def __init__(self, env: jinja2.Environment, atlases: list[dict], classes: list[str]):
-        self.env = env
-        self.atlases = atlases
-        self.classes = classes
-        self.by_name = {a["layer"]: a for a in atlases} | {a["id"]: a for a in atlases}
-
-    def expand(self, text: str, where: str) -> tuple[str, dict[str, str]]:
-        """Markdown with each viewer replaced by a placeholder paragraph, and the placeholders' HTML."""
-        blocks: dict[str, str] = {}
-        parts = _CODE.split(text)
-        for i in range(0, len(parts), 2):  # even parts are outside code
-            parts[i] = _SHORTCODE.sub(lambda m: self._layers(m, where), parts[i])
-            parts[i] = _SHORTCODE.sub(lambda m: self._viewer(m, where, blocks), parts[i])
-        return "".join(parts), blocks
-
-    def _layers(self, match: re.Match, where: str) -> str:
-        if match.group(1) != "layers":
-            return match.group(0)
-        if match.group(2).strip():
-            raise AtlasError(f"{where}: the layers shortcode takes no parameters: write {{{{< layers >}}}}")
-        sections = []
-        for number, atlas in enumerate(self.atlases, 1):
-            channels, height, width = (atlas["shape"] + [1, 1, 1])[:3]
-            names = ", ".join(markdown_text(self.classes[k]) for k in atlas["top_classes"][:6])
-            sections.append(
-                f"### Layer `{atlas['layer']}`\n\n"
-                f"Atlas {number} of {len(self.atlases)}. The layer has {channels} channels on a {height} × {width} "
-                f"grid of positions; the atlas places {atlas['activations']:,} of its activation vectors and draws "
-                f"grids of {', '.join(map(str, atlas['levels']))} cells across. Its icons point along their "
-                f"cells' directions with a mean cosine of {atlas['fidelity_mean']:.2f}. "
-                + (f"The classes that lead the most cells: {names}.\n\n" if names else "\n\n")
-                + f'{{{{< atlas layer="{atlas["id"]}" >}}}}\n')
-        return "\n".join(sections)
-
-    def _viewer(self, match: re.Match, where: str, blocks: dict[str, str]) -> str:
-        name, params = match.group(1), dict(_PARAM.findall(match.group(2)))
-        if name != "atlas":
-            raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas or layers")
-        unknown = sorted(set(params) - _ATLAS_PARAMS)
-        if unknown:
-            raise AtlasError(f"{where}: atlas shortcode: unknown parameter {unknown[0]!r} "
-                             f"(allowed: {', '.join(sorted(_ATLAS_PARAMS))})")
-        if not self.atlases:
-            raise AtlasError(f"{where}: an atlas shortcode needs at least one atlas in the build")
-        layer = params.get("layer", self.atlases[0]["id"])
-        atlas = self.by_name.get(layer)
-        if atlas is None:
-            raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
-                             f"(built: {', '.join(a['layer'] for a in self.atlases)})")
-        view: dict[str, object] = {"layer": atlas["id"]}
-        try:
-            if "center" in params:
-                x, y = (float(v) for v in params["center"].split(","))
-                view |= {"x": x, "y": y}
-            if "zoom" in params:
-                zoom = float(params["zoom"])
-                if not zoom > 0:
-                    raise ValueError
-                view["z"] = zoom
-            height = int(params.get("height", 440))
-        except ValueError:
-            raise AtlasError(f"{where}: atlas shortcode: center must be two numbers like \"0.3,0.7\", zoom a "
-                             "number above 0 and height whole pixels") from None
-        if "class" in params:
-            view["class"] = self.classes[self.class_index(params["class"], where)]
-        if params.get("sign", "+") not in ("+", "-"):
-            raise AtlasError(f"{where}: atlas shortcode: sign must be \"+\" or \"-\"")
-        if params.get("sign") == "-":
-            view["sign"] = "-"
-        key = f"ATLASVIEWER{len(blocks)}X"
-        blocks[key] = self.viewer_html(atlas, "", "inline", view, params.get("caption", ""), height,
-                                       params.get("alt", ""))
-        return f"\n\n{key}\n\n"
-
-    def class_index(self, name: str, where: str) -> int:
-        lower = [c.lower() for c in self.classes]
-        if name.lower() in lower:
-            return lower.index(name.lower())
-        close = difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.6)
-        hint = f" (closest: {', '.join(self.classes[lower.index(c)] for c in close)})" if close else ""
-        raise AtlasError(f"{where}: atlas shortcode: no class named {name!r}{hint}")
-
-    def viewer_html(self, atlas: dict, root: str, mode: str, view: dict | None = None, caption: str = "",
-                    height: int = 0, alt: str = "") -> str:
-        """The viewer's markup; `view` ({"x", "y", "z", "class", "sign"}) goes to the script as JSON,
-        which alone writes views as URL hashes."""
-        macro = self.env.get_template("viewer.html").module.viewer
-        return str(macro(atlas=atlas, atlases=self.atlases, root=root, mode=mode,
-                         view=json.dumps(view, sort_keys=True) if view else "", caption=caption, height=height,
-                         alt=alt))
+def _check_not_reserved(rel: str, where: str) -> None:
+    if rel.startswith(_RESERVED):
+        raise AtlasError(f"{where}: data/, assets/, explore/ and embed.html of the site are written by atlas; "
+                         "move or rename this file")
 
 
 def read_pages(content_dir: Path, shortcodes: Shortcodes | None = None) -> list[Page]:
-    """Every markdown file in `content_dir`, rendered, sorted by front-matter `order` then name."""
+    """Every markdown file under `content_dir`, rendered: index first, then by front-matter `order`, then path.
+
+    `content/notes/deep.md` becomes the page `notes/deep` (notes/deep.html), whose viewers and
+    links find the site's root one folder up.
+    """
     pages = []
-    for path in sorted(content_dir.glob("*.md")):
-        meta, body = parse_front_matter(path.read_text(encoding="utf-8"))
-        blocks: dict[str, str] = {}
-        if shortcodes is not None:
-            body, blocks = shortcodes.expand(body, f"{content_dir.name}/{path.name}")
-        md = markdown.Markdown(extensions=["tables", "toc", "fenced_code", "footnotes", "attr_list"],
-                               extension_configs={"toc": {"permalink": False}})
-        text = _FIGURE.sub(r"<figure><img\1><figcaption>\2</figcaption></figure>", md.convert(body))
-        for key, block in blocks.items():
-            text = text.replace(f"<p>{key}</p>", block)
+    for path in sorted(content_dir.rglob("*.md")):
+        rel = path.relative_to(content_dir).as_posix()
+        if not path.is_file() or not _published(rel):
+            continue
+        where = f"{content_dir.name}/{rel}"
+        _check_not_reserved(rel, where)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+            raise AtlasError(f"{where}:{line}: not UTF-8 text: save the file as UTF-8") from None
+        meta, body = parse_front_matter(text, where)
         try:
             order = int(meta.get("order", 100))
         except ValueError:
-            raise AtlasError(f"{path}: front matter 'order' must be a whole number, not {meta['order']!r}") from None
-        pages.append(Page(slug=path.stem, title=meta.get("title", path.stem.replace("-", " ").title()),
-                          description=meta.get("description", ""), order=order, html=text, toc=md.toc,
-                          has_viewer=bool(blocks)))
+            line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().lower().startswith("order"))
+            raise AtlasError(f"{where}:{line}: front matter 'order' must be a whole number, "
+                             f"not {meta['order']!r}") from None
+        slug = rel[:-3]
+        name = Path(slug).parent.name if Path(slug).name == "index" and "/" in slug else Path(slug).name
+        page = Page(slug=slug, title=meta.get("title", name.replace("-", " ").title()),
+                    description=meta.get("description", ""), order=order, html="", toc="", source=where)
+        blocks: dict[str, str] = {}
+        if shortcodes is not None:
+            first_line = text.count("\n", 0, len(text) - len(body)) + 1
+            body, blocks = shortcodes.expand(body, where, first_line, page.root)
+        md = markdown.Markdown(extensions=["tables", "toc", "fenced_code", "footnotes", "attr_list"],
+                               extension_configs={"toc": {"permalink": False}})
+        page.html = _FIGURE.sub(r"<figure><img\1><figcaption>\2</figcaption></figure>", md.convert(body))
+        for key, block in blocks.items():
+            page.html = page.html.replace(f"<p>{key}</p>", block)
+        page.toc, page.has_viewer = md.toc, bool(blocks)
+        pages.append(page)
     pages.sort(key=lambda p: (p.slug != "index", p.order, p.slug))
     return pages
+
+
+def copy_content_files(content_dir: Path, out_dir: Path, page_files: set[str]) -> list[Path]:
+    """Every other file under `content_dir` (images, downloads) into the site at the same relative
+    path, as a page's relative links expect; `page_files` are the pages' own outputs."""
+    copied = []
+    for path in sorted(content_dir.rglob("*")):
+        rel = path.relative_to(content_dir).as_posix()
+        if not path.is_file() or path.suffix == ".md" or not _published(rel):
+            continue
+        where = f"{content_dir.name}/{rel}"
+        if rel in page_files:
+            raise AtlasError(f"{where}: the page {rel[:-len('.html')]}.md is written to the same place; rename one")
+        _check_not_reserved(rel, where)
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied.append(target)
+    return copied
 
 
 def template_env(override_dir: Path | None) -> jinja2.Environment:
@@ -198,6 +158,70 @@ def template_env(override_dir: Path | None) -> jinja2.Environment:
     folders.append(str(resource_dir("templates")))
     return jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True,
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _template_place(env: jinja2.Environment, filename: str, line: int | None) -> str | None:
+    """'templates/page.html:3' for a file of a project's templates folder, the full path for a
+    packaged one; None for a file outside the search path."""
+    folders = [Path(f).resolve() for f in env.loader.searchpath]  # type: ignore[union-attr]
+    path = Path(filename).resolve()
+    for folder in folders:
+        if folder in path.parents:
+            name = str(path) if folder == folders[-1] else f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            return f"{name}:{line}" if line else name
+    return None
+
+
+def template_error(exc: jinja2.TemplateError, env: jinja2.Environment, name: str, for_what: str = "") -> AtlasError:
+    """A template's mistake as one line naming the file and line at fault, not the one that included it."""
+    place = None
+    if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
+        place = _template_place(env, exc.filename, exc.lineno)
+    else:
+        # jinja gives each frame of template code the template's file name and line
+        tb = exc.__traceback__
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if Path(filename).is_absolute():
+                place = _template_place(env, filename, tb.tb_lineno) or place
+            tb = tb.tb_next
+    if isinstance(exc, jinja2.TemplateNotFound):
+        message = f"template {exc.name!r} not found"
+    else:
+        message = exc.message or type(exc).__name__
+    context = f" (rendering {name}{' for ' + for_what if for_what else ''})"
+    return AtlasError(f"{place or name}: {message}{context}")
+
+
+def render_template(env: jinja2.Environment, template: str | jinja2.Template, values: dict,
+                    name: str = "", for_what: str = "") -> str:
+    """`template` (a name in `env`, or a template of it) rendered with `values`; a mistake in it, or in
+    a template it uses, raised as an AtlasError naming that file and line. `for_what` names the page."""
+    name = name or str(template)
+    try:
+        if isinstance(template, str):
+            template = env.get_template(template)
+        return template.render(**values)
+    except jinja2.TemplateError as exc:
+        raise template_error(exc, env, name, for_what) from None
+
+
+def viewer_renderer(env: jinja2.Environment, atlases: list[dict]) -> Callable[..., str]:
+    """viewer(atlas, root, mode, view, caption, height, alt, for_what): viewer.html's macro as HTML;
+    `root` is the way from the page that holds it to the site's root. `view` ({"x", "y", "z",
+    "class", "sign"}) goes to the script as JSON: the script alone writes views as URL hashes."""
+    # Called through a template, not as a macro from Python, so that jinja maps a mistake to its line.
+    call = env.from_string('{% from "viewer.html" import viewer %}'
+                           "{{ viewer(atlas, atlases, root, mode, view, caption, height, alt) }}")
+
+    def viewer(atlas: dict, root: str, mode: str, view: dict | None = None, caption: str = "", height: int = 0,
+               alt: str = "", for_what: str = "") -> str:
+        return render_template(env, call, {"atlas": atlas, "atlases": atlases, "root": root, "mode": mode,
+                                           "view": json.dumps(view, sort_keys=True) if view else "",
+                                           "caption": caption, "height": height, "alt": alt},
+                               "viewer.html", for_what)
+
+    return viewer
 
 
 def copy_assets(override_dir: Path | None, out_dir: Path) -> None:
@@ -215,38 +239,40 @@ def copy_assets(override_dir: Path | None, out_dir: Path) -> None:
 
 def render_site(out_dir: Path, manifest: dict, build_info: dict, content_dir: Path | None,
                 override_dir: Path | None) -> list[Path]:
-    """Render every page into `out_dir` (which already holds data/); returns the pages written."""
+    """Render every page into `out_dir` (which already holds data/); returns the pages written.
+
+    Also copies content/'s other files (images) to the same places in the site.
+    """
     if content_dir is None or not content_dir.is_dir():
         content_dir = resource_dir("content")
     env = template_env(override_dir)
-    shortcodes = Shortcodes(env, manifest["atlases"], manifest["classes"])
+    viewer = viewer_renderer(env, manifest["atlases"])
+    shortcodes = Shortcodes(viewer, manifest["atlases"], manifest["classes"], build_facts(build_info))
     pages = read_pages(content_dir, shortcodes)
     if not any(p.slug == "index" for p in pages):
         raise AtlasError(f"{content_dir} has no index.md: the article page is made from it")
     copy_assets(override_dir, out_dir)
-    nav = [{"slug": p.slug, "title": p.title} for p in pages]
+    copy_content_files(content_dir, out_dir, {f"{p.slug}.html" for p in pages})
+    nav = [{"slug": quote(p.slug), "title": p.title} for p in pages]
     common = {"site_title": manifest["title"], "nav": nav, "atlases": manifest["atlases"],
               "classes": manifest["classes"], "build": build_info}
     written = []
 
-    def write(path: Path, template: str, **values) -> None:
-        try:
-            text = env.get_template(template).render(**common, **values)
-        except jinja2.TemplateError as exc:
-            raise AtlasError(f"template {template}: {exc}") from None
+    def write(path: Path, template: str, for_what: str = "", **values) -> None:
+        text = render_template(env, template, {**common, **values}, template, for_what)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
 
     for page in pages:
-        write(out_dir / f"{page.slug}.html", "index.html" if page.slug == "index" else "page.html",
-              page=page, root="", current=page.slug, current_atlas="")
-    explore = out_dir / "explore"
-    explore.mkdir(exist_ok=True)
+        write(out_dir / f"{page.slug}.html", "index.html" if page.slug == "index" else "page.html", page.source,
+              page=page, root=page.root, current=quote(page.slug), current_atlas="")
     for atlas in manifest["atlases"]:
-        write(explore / f"{atlas['id']}.html", "explorer.html", atlas=atlas, root="../", current="explore",
-              current_atlas=atlas["id"], viewer=shortcodes.viewer_html(atlas, "../", "explorer"))
+        write(out_dir / "explore" / f"{atlas['id']}.html", "explorer.html", atlas=atlas, root="../",
+              current="explore", current_atlas=atlas["id"],
+              viewer=viewer(atlas, "../", "explorer", for_what=f"explore/{atlas['id']}.html"))
     if manifest["atlases"]:
         atlas = manifest["atlases"][0]
         write(out_dir / "embed.html", "embed.html", atlas=atlas, root="", current="embed", current_atlas="",
-              viewer=shortcodes.viewer_html(atlas, "", "embed"))
+              viewer=viewer(atlas, "", "embed", for_what="embed.html"))
     return written

@@ -99,6 +99,7 @@ def test_class_filter_fades_icons_and_the_share_link_reproduces_the_view(browser
     page.keyboard.press("+")
     page.keyboard.press("ArrowLeft")
     page.click(".share summary")
+    page.wait_for_function("document.querySelector('.share-link').value !== ''")
     link = page.locator(".share-link").input_value()
     assert "class=" in link and "sign=-" in link and f"layer={atlas['id']}" in link
     page.wait_for_function(f"location.href === {json.dumps(link)}", timeout=2000)  # the address holds it too
@@ -293,6 +294,63 @@ def test_serve_reloads_the_open_page_after_a_text_edit(browser, quick_site, tmp_
             f"layer={atlas['id']}&x=0.3000&y=0.7000&z=2.000&class={quote(name, safe=SAFE_IN_URI_COMPONENT)}"
         assert visit.problems == []
         print(f"pages re-rendered in {seconds:.2f} s")
+        visit.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_shows_a_failed_rebuild_over_the_open_page(browser, tmp_path):
+    """`atlas serve`: a failed rebuild's error appears over the open page, as text, and goes when a rebuild works."""
+    import threading
+
+    from generator import serve
+    from generator.config import describe, load_config
+
+    project = tmp_path / "project"  # a site without atlases: no model needed
+    (project / "site" / "data").mkdir(parents=True)
+    (project / "site" / "data" / "manifest.json").write_text(json.dumps({"title": "T", "atlases": [], "classes": []}))
+    (project / "site" / "data" / "build.json").write_text(json.dumps(
+        {"config": describe(load_config(None, {"preset": "quick"})), "model": "tiny", "images": 3, "crops": 5,
+         "skipped": 0, "image_source": "photos", "layers": []}))
+    (project / "content").mkdir()
+    page = project / "content" / "index.md"
+    page.write_text("---\ntitle: First\n---\nHello.\n")
+    (project / "atlas.toml").write_text('out = "site"\ncache = ".atlas-cache"\n')
+    watcher = serve.Watcher(load_config(project / "atlas.toml"), project / "atlas.toml")
+    watcher.render_pages()
+    server = serve.make_server(project / "site", port=0, version=lambda: watcher.version,
+                               error=lambda: watcher.last_error)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        visit = Visit(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        assert visit.page.locator("[role=alert]").count() == 0
+        # A mistake whose message quotes the user's text, markup included.
+        page.write_text('---\ntitle: Second\n---\nHello {{< atlas caption="<b id=injected>x</b>"\n')
+        os.utime(page, ns=(page.stat().st_atime_ns, page.stat().st_mtime_ns + 2_000_000_000))
+        assert watcher.poll() == "pages" and watcher.version == 0
+        banner = visit.page.locator("[role=alert]")
+        banner.wait_for(timeout=5000)
+        text = banner.text_content()
+        assert "content/index.md:4: unclosed shortcode" in text and '<b id=injected>x</b>' in text
+        assert visit.page.evaluate("document.getElementById('injected')") is None  # shown as text, never as HTML
+        box = banner.bounding_box()
+        assert box["y"] == 0 and box["width"] == 1000  # across the top of the page, over it
+        assert visit.page.locator("h1").text_content() == "First"  # the last good page stays
+        # Fixed: the page reloads into the new version, without the banner.
+        page.write_text("---\ntitle: Second\n---\nHello.\n")
+        os.utime(page, ns=(page.stat().st_atime_ns, page.stat().st_mtime_ns + 4_000_000_000))
+        assert watcher.poll() == "pages" and watcher.version == 1
+        visit.page.wait_for_function("document.querySelector('h1').textContent === 'Second'", timeout=5000)
+        assert visit.page.locator("[role=alert]").count() == 0
+        # A config with several problems shows every one of them.
+        (project / "atlas.toml").write_text('out = "site"\nseed = -1\n[icons]\nsteps = 0\n')
+        os.utime(project / "atlas.toml", ns=(0, (project / "atlas.toml").stat().st_mtime_ns + 2_000_000_000))
+        assert watcher.poll() == "build" and watcher.version == 1
+        banner.wait_for(timeout=5000)
+        text = visit.page.locator("[role=alert]").text_content()
+        assert "seed" in text and "icons.steps" in text
+        assert visit.problems == []
         visit.close()
     finally:
         server.shutdown()

@@ -4,7 +4,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from generator.config import describe, load_config
+from generator.errors import AtlasError
 from generator.grid import Level
 from generator.site import parse_front_matter, read_pages, render_site
 from generator.tiles import write_atlas, write_manifest
@@ -55,11 +58,10 @@ def test_markdown_extensions(tmp_path):
     assert "<table>" in html and 'class="footnote"' in html and "<code" in html and 'id="one"' in html
 
 
-BUILD = {"config": {"layout": {"method": "umap", "n_neighbors": 5, "min_dist": 0.1},
-                    "grid": {"levels": [2], "min_count": 1},
-                    "icons": {"size_px": 16, "steps": 1, "learning_rate": 0.05, "tries": 1, "cossim_power": 2},
-                    "seed": 0, "preset": "quick"},
-         "model": "tiny", "images": 1, "crops": 1, "skipped": 0, "image_source": "jack-o'-lantern.jpg"}
+BUILD = {"config": describe(load_config(None, {"preset": "quick", "layout": {"method": "umap", "n_neighbors": 5},
+                                                       "grid": {"levels": [2], "min_count": 1}})),
+         "model": "tiny", "images": 1, "crops": 1, "skipped": 0, "image_source": "jack-o'-lantern.jpg",
+         "layers": ["blocks.4", "b.5"]}
 
 
 def _tiny_atlas(data_dir, layer, names_count=3):
@@ -143,15 +145,25 @@ def test_class_scores_round_trip_through_their_codes_on_one_scale():
     assert codes[2, 1] > 0  # a class at 1% of the scale still shows, faintly
 
 
-def _site(tmp_path, body, classes=("tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern")):
+def _site(tmp_path, body, classes=("tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern"), files=None,
+          templates=None, build=BUILD):
+    """A site of two tiny atlases with `body` as content/index.md, `files` ({path: text or bytes}) beside it
+    in content/, and `templates` ({name: text}) as the project's templates folder."""
     out = tmp_path / "site"
     (out / "data").mkdir(parents=True)
     manifest = write_manifest(out / "data", [_tiny_atlas(out / "data", "blocks.4"), _tiny_atlas(out / "data", "b.5")],
                               list(classes), "T")
     content = tmp_path / "content"
-    content.mkdir(exist_ok=True)
-    (content / "index.md").write_text(body)
-    render_site(out, manifest, BUILD, content, None)
+    for name, text in {"index.md": body, **(files or {})}.items():
+        (content / name).parent.mkdir(parents=True, exist_ok=True)
+        (content / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    override = None
+    if templates is not None:
+        override = tmp_path / "templates"
+        override.mkdir()
+        for name, text in templates.items():
+            (override / name).write_text(text)
+    render_site(out, manifest, build, content, override)
     return out
 
 
@@ -181,10 +193,6 @@ def test_layers_shortcode_describes_every_atlas_and_escapes_class_names(tmp_path
 
 
 def test_shortcode_mistakes_name_the_page_and_the_fix(tmp_path):
-    import pytest
-
-    from generator.errors import AtlasError
-
     cases = {'{{< atlas layer="blocks.9" >}}': "no atlas of layer 'blocks.9' in this build (built: blocks.4, b.5)",
              '{{< atlas class="tabbby" >}}': "no class named 'tabbby' (closest: tabby)",
              '{{< atlas zoom="big" >}}': "zoom a number above 0",
@@ -192,8 +200,8 @@ def test_shortcode_mistakes_name_the_page_and_the_fix(tmp_path):
              '{{< gallery >}}': "unknown shortcode 'gallery'"}
     for number, (code, message) in enumerate(cases.items()):
         with pytest.raises(AtlasError, match=re.escape(message)) as info:
-            _site(tmp_path / str(number), code + "\n")
-        assert "content/index.md" in str(info.value)
+            _site(tmp_path / str(number), "---\ntitle: T\n---\n\nIntro\n\n" + code + "\n")
+        assert str(info.value).startswith("content/index.md:7: ")
 
 
 def test_figures_and_the_embed_page(tmp_path):
@@ -212,3 +220,118 @@ def test_class_scripts_stay_small_for_large_atlases():
     large = class_chunk(20 * 20 + 40 * 40 + 80 * 80 + 160 * 160)  # the full preset's grids, every cell kept
     assert large * (20 * 20 + 40 * 40 + 80 * 80 + 160 * 160) * 4 / 3 <= CLASS_SCRIPT_BYTES
     assert class_chunk(10 ** 9) == 1
+
+
+def test_a_broken_shortcode_is_an_error_with_its_line_not_text(tmp_path):
+    top = "---\ntitle: T\n---\n\nIntro with `{{< layers` in code.\n\n```\n{{< atlas\n```\n\n"  # the mistake is on line 11
+    cases = {"{{< layers\n": "unclosed shortcode '{{< layers': end it with >}}",
+             'See {{< atlas layer="blocks.4"\n\nand later {{< layers >}}\n': "unclosed shortcode '{{< atlas layer=\"blocks.4\"'",
+             "{{< atlas layer=blocks.4 >}}\n": "malformed shortcode '{{< atlas layer=blocks.4 >}}': write {{< name param=\"value\" >}}",
+             '{{< atlas layer="blocks.4" zoom="2 >}}\n': "malformed shortcode",  # a quote left open
+             "{{< atlas blocks.4 >}}\n": "atlas shortcode: parameters are written name=\"value\", not 'blocks.4'",
+             '{{< atlas zoom="2" zoom="3" >}}\n': "parameter 'zoom' given twice",
+             "{{< layers all >}}\n": "the layers shortcode takes no parameters"}
+    for number, (code, message) in enumerate(cases.items()):
+        with pytest.raises(AtlasError, match=re.escape(message)) as info:
+            _site(tmp_path / str(number), top + code)
+        assert str(info.value).startswith("content/index.md:11: "), str(info.value)
+    # In code, the same text is shown as it is.
+    out = _site(tmp_path / "ok", top + "Fine.\n")
+    assert "<code>{{&lt; layers</code>" in (out / "index.html").read_text()
+
+
+def test_front_matter_without_its_closing_line_is_an_error(tmp_path):
+    with pytest.raises(AtlasError, match=re.escape("content/index.md:1: the front matter opened here has no closing ---")):
+        _site(tmp_path / "a", "---\ntitle: Atlas\n\n# Body\n")
+    with pytest.raises(AtlasError, match=re.escape("content/notes/deep.md:3: front matter lines are `key: value`")):
+        _site(tmp_path / "b", "# Home\n", files={"notes/deep.md": "---\ntitle: Deep\njust words\n---\nText\n"})
+    assert parse_front_matter("---\ntitle: T\n---")[0] == {"title": "T"}  # a closing line at the very end counts
+    with pytest.raises(AtlasError, match=re.escape("content/index.md:3: front matter 'order' must be a whole number")):
+        _site(tmp_path / "c", "---\ntitle: T\norder: first\n---\n")
+    with pytest.raises(AtlasError, match=re.escape("content/notes.md:2: not UTF-8 text")):
+        _site(tmp_path / "d", "# Home\n", files={"notes.md": "# Notes\n".encode() + "caf\u00e9\n".encode("latin-1")})
+
+
+def test_template_mistakes_name_the_broken_file_and_line(tmp_path):
+    broken = "{% extends 'base.html' %}\n{% block main %}\n<p>{{ page.title }</p>\n{% endblock %}\n"
+    with pytest.raises(AtlasError, match=r"^templates/page\.html:3: unexpected '}'"):
+        _site(tmp_path / "syntax", "# Home\n", files={"about.md": "About\n"}, templates={"page.html": broken})
+    # A mistake in an included template names that template, not the page's.
+    base = "<html>\n<body>\n{{ site_title }}\n{{ site_subtitle }}\n{% block main %}{% endblock %}\n</body>\n</html>\n"
+    with pytest.raises(AtlasError) as info:
+        _site(tmp_path / "undefined", "# Home\n", templates={"base.html": base})
+    assert str(info.value) == "templates/base.html:4: 'site_subtitle' is undefined (rendering index.html for content/index.md)"
+    # The viewer's macro, rendered for a shortcode, is reported at its own line too.
+    viewer = "{% macro viewer(atlas, atlases, root, mode, view, caption, height, alt) %}\n<div>\n{{ atlas.nothing }}\n</div>\n{% endmacro %}\n"
+    with pytest.raises(AtlasError, match=r"^templates/viewer\.html:3: .*nothing.* \(rendering viewer\.html for content/index\.md:2\)"):
+        _site(tmp_path / "macro", "Intro\n{{< atlas >}}\n", templates={"viewer.html": viewer})
+    with pytest.raises(AtlasError, match=r"^templates/page\.html:1: template 'nope\.html' not found"):
+        _site(tmp_path / "missing", "# Home\n", files={"about.md": "About\n"},
+              templates={"page.html": "{% include 'nope.html' %}\n"})
+
+
+def test_pages_in_subfolders_keep_every_link_relative(tmp_path):
+    image = (tmp_path / "pic.png")
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), "red").save(image)
+    files = {"notes/deep.md": "---\ntitle: Deep\norder: 1\n---\n![A dot](dot.png)\n\n[Home](../index.html)\n\n"
+                              '{{< atlas layer="b.5" >}}\n',
+             "notes/dot.png": image.read_bytes(), "notes/index.md": "---\norder: 2\n---\nAll notes.\n",  # titled after its folder
+             "about.md": "---\ntitle: About\norder: 3\n---\nAbout.\n", "notes/.draft.md": "---\nunclosed\n",
+             ".DS_Store": b"junk"}
+    out = _site(tmp_path, "# Home\n![A dot](notes/dot.png)\n", files=files)
+    assert (out / "notes" / "deep.html").is_file() and (out / "notes" / "index.html").is_file()
+    assert (out / "notes" / "dot.png").read_bytes() == image.read_bytes()
+    assert not (out / ".DS_Store").exists() and not (out / "notes" / ".draft.html").exists()
+    deep = (out / "notes" / "deep.html").read_text()
+    assert 'data-root="../"' in deep and 'src="../assets/viewer.js"' in deep and 'href="../assets/style.css"' in deep
+    # The nav lists the pages of subfolders too, by order then path, from any page.
+    nav = re.findall(r'<nav[^>]*>(.*?)</nav>', deep, re.S)[0]
+    assert re.findall(r'href="([^"]+)"', nav)[:3] == ["../notes/deep.html", "../notes/index.html", "../about.html"]
+    assert 'href="../notes/deep.html" aria-current="page"' in nav
+    assert 'href="notes/deep.html"' in (out / "index.html").read_text()
+    assert "<h1>Notes</h1>" in (out / "notes" / "index.html").read_text()
+    for page in [out / "index.html", out / "about.html", out / "notes" / "deep.html", out / "notes" / "index.html",
+                 out / "explore" / "blocks-4.html", out / "embed.html"]:
+        assert local_references(page) == [], page
+
+
+def test_content_files_may_not_land_on_what_atlas_writes(tmp_path):
+    with pytest.raises(AtlasError, match=re.escape("content/data/x.png: data/, assets/, explore/ and embed.html")):
+        _site(tmp_path / "a", "# Home\n", files={"data/x.png": b"x"})
+    with pytest.raises(AtlasError, match=re.escape("content/embed.md: data/, assets/")):
+        _site(tmp_path / "b", "# Home\n", files={"embed.md": "Mine\n"})
+    with pytest.raises(AtlasError, match=re.escape("content/about.html: the page about.md is written to the same place")):
+        _site(tmp_path / "c", "# Home\n", files={"about.md": "About\n", "about.html": "<p>old</p>"})
+
+
+def test_fact_shortcode_quotes_the_build(tmp_path):
+    build = {**BUILD, "images": 1500, "crops": 2000, "image_source": "my_photos"}
+    body = ("From {{< fact images >}} images of {{< fact image_source >}} in {{< fact crops >}} crops, "
+            "{{< fact config.icons.steps >}} steps, grids {{< fact config.grid.levels >}}, warm "
+            "{{< fact config.icons.warm_start >}}; layers {{< fact layers >}} of {{< fact model >}}. "
+            "Shown as written: `{{< fact nothing >}}`.\n")
+    html = (_site(tmp_path / "ok", body, build=build) / "index.html").read_text()
+    steps = BUILD["config"]["icons"]["steps"]
+    assert (f"From 1,500 images of my_photos in 2,000 crops, {steps} steps, grids 2, warm true; "
+            "layers blocks.4, b.5 of tiny.") in html
+    with pytest.raises(AtlasError, match=re.escape("content/index.md:1: unknown fact 'image' (closest: images")):
+        _site(tmp_path / "typo", "{{< fact image >}}\n")
+    # Paths differ from machine to machine: no page may publish them.
+    with pytest.raises(AtlasError, match=re.escape("unknown fact 'config.cache'")):
+        _site(tmp_path / "path", "{{< fact config.cache >}}\n")
+    with pytest.raises(AtlasError, match=re.escape("the fact shortcode names one fact")):
+        _site(tmp_path / "two", "{{< fact images crops >}}\n")
+
+
+def test_the_packaged_article_states_this_builds_sample(tmp_path):
+    out = tmp_path / "site"
+    (out / "data").mkdir(parents=True)
+    manifest = write_manifest(out / "data", [_tiny_atlas(out / "data", "blocks.4")], ["tabby", "b", "c"], "T")
+    build = {**BUILD, "images": 500, "crops": 500, "image_source": "imagenet-sample", "layers": ["blocks.4"]}
+    render_site(out, manifest, build, None, None)
+    text = re.sub(r"<[^>]+>|\s+", " ", (out / "index.html").read_text())
+    assert "built from 500 images (imagenet-sample), cut into 500 crops" in text
+    assert "dozen" not in text and "this build used umap" in text
+    assert "grids of 2 cells across" in text

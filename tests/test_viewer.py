@@ -86,28 +86,41 @@ def test_on_a_phone_a_tap_pins_the_card_and_a_swipe_scrolls_the_page(browser, si
     page.wait_for_timeout(200)
     level = atlas["level_data"][page.evaluate(f"{viewer}.viewer.levelIndex()")]
     cell = max(_cells(folder, level), key=lambda c: c["count"])
-    sel = ".atlas-inline .viewer"
-    view = page.evaluate(f"(({{cx, cy, z}}) => [cx, cy, z])({viewer}.viewer.view)")
-    box = page.locator(sel).first.bounding_box()
-    side = min(box["width"], box["height"]) * 0.96 * view[2]
-    x = box["x"] + box["width"] / 2 + ((cell["x"] + 0.5) / level["size"] - view[0]) * side
-    y = box["y"] + box["height"] / 2 + ((cell["y"] + 0.5) / level["size"] - view[1]) * side
+
+    def point():  # the cell's centre on screen, at the atlas's current view
+        view = page.evaluate(f"(({{cx, cy, z}}) => [cx, cy, z])({viewer}.viewer.view)")
+        box = page.locator(".atlas-inline .viewer").first.bounding_box()
+        side = min(box["width"], box["height"]) * 0.96 * view[2]
+        return (box["x"] + box["width"] / 2 + ((cell["x"] + 0.5) / level["size"] - view[0]) * side,
+                box["y"] + box["height"] / 2 + ((cell["y"] + 0.5) / level["size"] - view[1]) * side)
+
+    x, y = point()
     _tap(visit, x, y)
     card = page.locator(".atlas-inline .tooltip").first
     assert card.is_visible()
     assert manifest["classes"][cell["top"][0][0]] in card.inner_text()
     card_box = card.bounding_box()
     assert card_box["x"] >= 0 and card_box["x"] + card_box["width"] <= PHONE[0] + 1
+    x, y = point()  # the view moves the cell above the card where the card would hide it
+    assert y < card_box["y"]
     _tap(visit, x, y)
     assert not card.is_visible()
+    _tap(visit, x, y)
+    assert card.is_visible()
+    card_box = card.bounding_box()  # a tap on the card itself closes it too
+    _tap(visit, card_box["x"] + card_box["width"] / 2, card_box["y"] + card_box["height"] / 2)
+    assert not card.is_visible()
+    x, y = point()
     _tap(visit, x, y)
     assert card.is_visible()
     page.keyboard.press("Escape")  # a keyboard on a tablet
     assert not card.is_visible()
     # After the tap the atlas is active: one finger now pans it instead of the page.
     scroll = page.evaluate("window.scrollY")
-    page.evaluate(f"{viewer}.viewer.setView({{z: 2}})")
+    page.evaluate(f"{viewer}.viewer.setView({{z: 2, cy: 0.5}})")
     cy = page.evaluate(f"{viewer}.viewer.view.cy")
+    box = page.locator(".atlas-inline .viewer").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     _swipe(visit, x, y + 60, y - 60)
     assert page.evaluate(f"{viewer}.viewer.view.cy") > cy + 0.02
     assert abs(page.evaluate("window.scrollY") - scroll) < 5
@@ -300,7 +313,7 @@ def test_class_box_takes_exact_names_lists_ambiguous_ones_and_uses_one_scale(bro
         page.wait_for_timeout(250)
         opacity[cls] = max(page.evaluate(f"{VIEWER}.alphas.splice(0)"))
     # Scaled to its own maximum, each class would have an icon at full opacity.
-    assert opacity[strong[0]] > 0.7 and opacity[weak[0]] < opacity[strong[0]] * 0.75, (peaks, opacity)
+    assert opacity[weak[0]] < min(0.6, opacity[strong[0]] * 0.75), (peaks, opacity)
     assert page.locator(".class-panel .legend-max").inner_text() == f"{atlas['class_scale']:.2g}".replace("e-0", "e-")
     # The class's strongest cells are listed; a click flies there and pins the cell's card.
     box.fill(classes[strong[0]])

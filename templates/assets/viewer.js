@@ -504,8 +504,13 @@
   // --- the card: a cell's classes, count and fidelity -----------------------------------------
 
   function Card(viewer) {
+    var self = this;
     this.viewer = viewer;
     this.node = viewer.root.querySelector(".tooltip");
+    // A tap on a pinned card puts it away: on a phone it lies over the cells below it.
+    this.node.addEventListener("click", function (e) {
+      if (self.pinned && !e.target.closest("button, a")) { self.close(); viewer.frame.focus(); }
+    });
     this.hover = null; // the cell under a mouse
     this.pinned = null; // a tapped, clicked or flown-to cell, until closed
   }
@@ -578,6 +583,11 @@
     v.root.classList.add("pinned");
     this.fill(hit, true);
     this.place();
+    if (v.narrow) {
+      // The card is a sheet along the bottom: bring the cell above it, as a map does with a pin.
+      var free = v.height - this.node.offsetHeight, y = v.toScreen(0, (hit.y + 1) / hit.size)[1];
+      if (y > free - 4) v.pan(0, free / 2 - v.toScreen(0, (hit.y + 0.5) / hit.size)[1]);
+    }
     v.say(describe(v, hit));
     v.renderer.request();
   };

@@ -1,0 +1,213 @@
+"""Shortcodes: what a markdown page may ask of the build, expanded before markdown sees the page.
+
+  {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" caption=".." alt=".." >}}  a live
+      viewer on that view; the caption is tied to the viewer, alt says what it shows to screen readers
+  {{< layers >}}  a section per atlas of this build: its facts and a viewer
+  {{< fact images >}}  one fact of the build as text (see `build_facts`)
+
+Outside code, every `{{<` must start a well-formed shortcode, with its parameters written
+name="value"; anything else stops the build with the file and line, never reaches the page as text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+from typing import Callable
+
+from .errors import AtlasError
+
+_SHORTCODE = re.compile(r'\{\{<\s*([A-Za-z][\w-]*)((?:\s+(?:[\w-]+="[^"\n]*"|[\w.-]+))*)\s*>\}\}')
+_ARG = re.compile(r'([\w-]+)="([^"\n]*)"|([\w.-]+)')
+# Shortcodes inside code stay as written: fenced blocks (``` or ~~~) and inline spans.
+_CODE = re.compile(r"^[ \t]*(`{3,}|~{3,}).*?^[ \t]*\1[ \t]*$|``[^\n]+?``|`[^`\n]+`", re.S | re.M)
+_ATLAS_PARAMS = {"layer", "zoom", "center", "class", "sign", "height", "caption", "alt"}
+# Paths differ between machines, and the site is published: they are not facts a page can quote.
+_PATH_SETTINGS = {"out", "cache", "images.dir", "model.checkpoint", "model.labels", "site.content", "site.templates"}
+_BUILD_FACTS = ("images", "crops", "skipped", "image_source", "model", "layers")
+
+
+def markdown_text(text: str) -> str:
+    """`text` for a markdown source: HTML escaped and markdown's own characters backslashed."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
+
+
+def _fact_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_fact_text, value))
+    return str(value)
+
+
+def build_facts(build_info: dict) -> dict[str, str]:
+    """What a page can quote with `{{< fact NAME >}}`, as text: images, crops, skipped,
+    image_source, model, layers, and `config.<key>` for every setting that is not a path."""
+    facts = {name: _fact_text(build_info[name]) for name in _BUILD_FACTS if name in build_info}
+
+    def add(key: str, value: object) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                add(f"{key}.{name}" if key else name, inner)
+        elif key not in _PATH_SETTINGS:
+            facts[f"config.{key}"] = _fact_text(value)
+
+    add("", build_info.get("config", {}))
+    return facts
+
+
+def _arguments(text: str) -> list[tuple[str | None, str]]:
+    """A shortcode's parameters in order: (name, value) for name="value", (None, word) for a bare word."""
+    return [(m[1], m[2]) if m[1] else (None, m[3]) for m in _ARG.finditer(text)]
+
+
+def _malformed(text: str, start: int, end: int) -> str:
+    """Why the `{{<` at `start` does not begin a shortcode."""
+    close = text.find(">}}", start, end)
+    again = text.find("{{<", start + 3, end)
+    if close < 0 or 0 <= again < close:
+        line_end = text.find("\n", start, end)
+        opening = text[start:line_end if line_end >= 0 else end].strip()
+        return f"unclosed shortcode {opening[:60]!r}: end it with >}}}}, or put it in `code` to show it as text"
+    return (f"malformed shortcode {text[start:close + 3]!r}: write {{{{< name param=\"value\" >}}}}, "
+            "each value in double quotes")
+
+
+class Shortcodes:
+    """Expands `{{< atlas ... >}}`, `{{< layers >}}` and `{{< fact NAME >}}` in a page's markdown."""
+
+    def __init__(self, viewer: Callable[..., str], atlases: list[dict], classes: list[str],
+                 facts: dict[str, str] | None = None):
+        self.viewer = viewer  # (atlas, root, mode, view, caption, height, for_what) -> the viewer's HTML
+        self.atlases = atlases
+        self.classes = classes
+        self.facts = facts or {}
+        self.by_name = {a["layer"]: a for a in atlases} | {a["id"]: a for a in atlases}
+
+    def expand(self, text: str, where: str, first_line: int = 1, root: str = "") -> tuple[str, dict[str, str]]:
+        """Markdown with each shortcode expanded, each viewer a placeholder paragraph; and the placeholders' HTML.
+
+        `where` names the file in messages and `first_line` is the line of the file that `text`
+        starts on. Outside code, a `{{<` that does not start a well-formed shortcode is an error.
+        """
+        blocks: dict[str, str] = {}
+        out: list[str] = []
+        at = 0
+        for code in [*_CODE.finditer(text), None]:
+            end = code.start() if code else len(text)
+            while (start := text.find("{{<", at, end)) >= 0:
+                line = f"{where}:{first_line + text.count(chr(10), 0, start)}"
+                match = _SHORTCODE.match(text, start, end)
+                if match is None:
+                    raise AtlasError(f"{line}: {_malformed(text, start, end)}")
+                out += [text[at:start], self._expand_one(match[1], _arguments(match[2]), line, root, blocks)]
+                at = match.end()
+            out.append(text[at:end])
+            if code:
+                out.append(code[0])
+                at = code.end()
+        return "".join(out), blocks
+
+    def _expand_one(self, name: str, args: list[tuple[str | None, str]], where: str, root: str,
+                    blocks: dict[str, str]) -> str:
+        if name == "atlas":
+            return self._atlas(self._named(name, args, where), where, root, blocks)
+        if name == "layers":
+            if args:
+                raise AtlasError(f"{where}: the layers shortcode takes no parameters: write {{{{< layers >}}}}")
+            return self._layers(where, root, blocks)
+        if name == "fact":
+            return self._fact(args, where)
+        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, layers or fact")
+
+    @staticmethod
+    def _named(name: str, args: list[tuple[str | None, str]], where: str) -> dict[str, str]:
+        params: dict[str, str] = {}
+        for key, value in args:
+            if key is None:
+                raise AtlasError(f"{where}: {name} shortcode: parameters are written name=\"value\", not {value!r}")
+            if key in params:
+                raise AtlasError(f"{where}: {name} shortcode: parameter {key!r} given twice")
+            params[key] = value
+        return params
+
+    def _fact(self, args: list[tuple[str | None, str]], where: str) -> str:
+        if len(args) != 1 or args[0][0] is not None:
+            raise AtlasError(f"{where}: the fact shortcode names one fact: write {{{{< fact images >}}}}")
+        name = args[0][1]
+        if name not in self.facts:
+            close = difflib.get_close_matches(name, list(self.facts), n=3, cutoff=0.6)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise AtlasError(f"{where}: unknown fact {name!r}{hint}: the facts are {', '.join(_BUILD_FACTS)}, "
+                             "and config.<key> for a setting of atlas.toml, such as config.icons.steps")
+        return markdown_text(self.facts[name])
+
+    def _layers(self, where: str, root: str, blocks: dict[str, str]) -> str:
+        sections = []
+        for number, atlas in enumerate(self.atlases, 1):
+            channels, height, width = (atlas["shape"] + [1, 1, 1])[:3]
+            names = ", ".join(markdown_text(self.classes[k]) for k in atlas["top_classes"][:6])
+            sections.append(
+                f"### Layer `{atlas['layer']}`\n\n"
+                f"Atlas {number} of {len(self.atlases)}. The layer has {channels} channels on a {height} × {width} "
+                f"grid of positions; the atlas places {atlas['activations']:,} of its activation vectors and draws "
+                f"grids of {', '.join(map(str, atlas['levels']))} cells across. Its icons point along their "
+                f"cells' directions with a mean cosine of {atlas['fidelity_mean']:.2f}. "
+                + (f"The classes that lead the most cells: {names}.\n\n" if names else "\n\n")
+                + self._place_viewer(atlas, {"layer": atlas["id"]}, "", 440, "", where, root, blocks))
+        return "\n".join(sections)
+
+    def _atlas(self, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
+        unknown = sorted(set(params) - _ATLAS_PARAMS)
+        if unknown:
+            raise AtlasError(f"{where}: atlas shortcode: unknown parameter {unknown[0]!r} "
+                             f"(allowed: {', '.join(sorted(_ATLAS_PARAMS))})")
+        if not self.atlases:
+            raise AtlasError(f"{where}: an atlas shortcode needs at least one atlas in the build")
+        layer = params.get("layer", self.atlases[0]["id"])
+        atlas = self.by_name.get(layer)
+        if atlas is None:
+            raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
+                             f"(built: {', '.join(a['layer'] for a in self.atlases)})")
+        view: dict[str, object] = {"layer": atlas["id"]}
+        try:
+            if "center" in params:
+                x, y = (float(v) for v in params["center"].split(","))
+                view |= {"x": x, "y": y}
+            if "zoom" in params:
+                zoom = float(params["zoom"])
+                if not zoom > 0:
+                    raise ValueError
+                view["z"] = zoom
+            height = int(params.get("height", 440))
+        except ValueError:
+            raise AtlasError(f"{where}: atlas shortcode: center must be two numbers like \"0.3,0.7\", zoom a "
+                             "number above 0 and height whole pixels") from None
+        if "class" in params:
+            view["class"] = self.classes[self.class_index(params["class"], where)]
+        if params.get("sign", "+") not in ("+", "-"):
+            raise AtlasError(f"{where}: atlas shortcode: sign must be \"+\" or \"-\"")
+        if params.get("sign") == "-":
+            view["sign"] = "-"
+        return self._place_viewer(atlas, view, params.get("caption", ""), height, params.get("alt", ""), where,
+                                  root, blocks)
+
+    def _place_viewer(self, atlas: dict, view: dict, caption: str, height: int, alt: str, where: str, root: str,
+                      blocks: dict[str, str]) -> str:
+        key = f"ATLASVIEWER{len(blocks)}X"
+        blocks[key] = self.viewer(atlas, root, "inline", view, caption, height, alt, where)
+        return f"\n\n{key}\n\n"
+
+    def class_index(self, name: str, where: str) -> int:
+        lower = [c.lower() for c in self.classes]
+        if name.lower() in lower:
+            return lower.index(name.lower())
+        close = difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.6)
+        hint = f" (closest: {', '.join(self.classes[lower.index(c)] for c in close)})" if close else ""
+        raise AtlasError(f"{where}: atlas shortcode: no class named {name!r}{hint}")
+
+
+
