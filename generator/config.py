@@ -7,12 +7,16 @@ options. Every invalid value is reported at once, with its key path.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import AtlasError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, before it joined the standard library
+    import tomli as tomllib
 
 DEFAULT_MODEL = "efficientnet_lite0"
 

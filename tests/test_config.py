@@ -1,7 +1,13 @@
+import subprocess
+import sys
+import tomllib
+
 import pytest
 
 from generator.config import PRESETS, load_config
 from generator.errors import AtlasError
+
+from .conftest import ROOT
 
 
 def test_defaults_then_preset_then_file_then_overrides(tmp_path):
@@ -43,3 +49,22 @@ def test_grid_levels_up_to_160_are_valid():
     assert cfg.grid.levels == (20, 40, 80, 160)
     with pytest.raises(AtlasError, match="grid.levels"):
         load_config(None, {"grid": {"levels": [0, 8]}})
+
+
+def test_reads_toml_with_tomli_where_tomllib_is_missing(tmp_path):
+    """Python 3.10 has no tomllib: the config module falls back to tomli, which pyproject.toml installs there."""
+    script = (
+        "import sys, tomllib\n"
+        "sys.modules['tomli'] = tomllib\n"  # tomli and tomllib share an API; only 3.11+ is here to run on
+        "sys.modules['tomllib'] = None\n"  # as on 3.10: `import tomllib` fails
+        "from generator.config import load_config\n"
+        f"print(load_config({str(tmp_path / 'atlas.toml')!r}).seed)\n"
+    )
+    (tmp_path / "atlas.toml").write_text("seed = 5\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["requires-python"] == ">=3.10"
+    assert "tomli>=2; python_version < '3.11'" in project["dependencies"]
