@@ -60,11 +60,50 @@ def test_config_problems_print_one_a_line(tmp_path):
     ]
 
 
+def test_every_unknown_layer_is_named(tmp_path):
+    message = _error(_build(tmp_path, "--model", TINY_SPEC, "--layers", "featurs.4,features.2,xyz"), lines=3)
+    assert message == [f"error: 2 unknown layers for model {TINY_SPEC}:",
+                       "  'featurs.4': closest: features.4, features.5, features.3",
+                       "  'xyz': see `atlas layers`"]
+
+
+def test_a_failing_model_file_gets_one_line(tmp_path):
+    model = tmp_path / "net.py"
+    model.write_text(
+        "import torch\n"
+        "def needs_size(size):\n    return torch.nn.Linear(size, 2)\n"
+        "def broken():\n    raise RuntimeError('weights server down\\nretry later')\n"
+    )
+    _error(runner.invoke(app, ["layers", "--model", f"{model}:needs_size"]),
+           f"{model}:needs_size() failed: TypeError: needs_size() missing 1 required positional argument: 'size'")
+    _error(_build(tmp_path, "--model", f"{model}:broken"),
+           f"{model}:broken() failed: RuntimeError: weights server down retry later")
+
+
 def test_missing_images_are_reported_before_the_model_loads(tmp_path):
     model = tmp_path / "net.py"
     model.write_text("def broken():\n    raise RuntimeError('loaded the model')\n")
     message = _error(_build(tmp_path, "--images", str(tmp_path / "photos"), "--model", f"{model}:broken"), lines=2)
     assert "image folder not found" in message[1] and "loaded the model" not in "\n".join(message)
+
+
+def test_bad_model_metadata_and_checkpoint(tmp_path):
+    model = tmp_path / "meta.py"
+    model.write_text(
+        'import torch\nINPUT_SIZE = "big"\nMEAN = (0.5, 0.5)\nSTD = ("a", "b", "c")\nLAYERS = "features.2"\n'
+        "def make():\n    return torch.nn.Conv2d(3, 8, 3)\n"
+    )
+    message = _error(runner.invoke(app, ["layers", "--model", f"{model}:make"]), lines=5)
+    assert message == [f"error: model file {model} sets bad metadata:",
+                       "  INPUT_SIZE = 'big': must be a whole number of pixels from 8 to 4096, e.g. 224",
+                       "  MEAN = (0.5, 0.5): must be 3 numbers, one per input channel (red, green, blue)",
+                       "  STD = ('a', 'b', 'c'): must be 3 numbers, one per input channel (red, green, blue), each > 0",
+                       "  LAYERS = 'features.2': must be a list of layer names, e.g. [\"layer3\", \"layer4\"]"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    config = tmp_path / "atlas.toml"
+    config.write_text(f'[model]\nname = "{TINY_SPEC}"\ncheckpoint = "notes.txt"\n')
+    _error(_build(tmp_path, "--config", str(config)), f"checkpoint {notes} is not a PyTorch state dict")
 
 
 def test_empty_image_folder(tmp_path):
