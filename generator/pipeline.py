@@ -51,7 +51,8 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     else:
         paths = default_photos()
         per_image = cfg.images.crops_per_image or math.ceil(cfg.images.default_crops / len(paths))
-    key = store.make_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
+    # 2: sizes and crops are those of each image turned upright by its EXIF orientation
+    key = store.make_key("images", 2, _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
     folder = cache / "images" / key
     if store.is_complete(folder, key):
         plan = SamplePlan.from_json(json.loads((folder / "samples.json").read_text()))
