@@ -1,11 +1,10 @@
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 
-from generator.config import PRESETS, load_config
+from generator.config import PRESETS, load_config, tomllib
 from generator.errors import AtlasError
 
 from .conftest import ROOT
@@ -127,8 +126,10 @@ def test_missing_inputs_and_unusable_folders_are_config_problems(tmp_path):
 def test_reads_toml_with_tomli_where_tomllib_is_missing(tmp_path):
     """Python 3.10 has no tomllib: the config module falls back to tomli, which pyproject.toml installs there."""
     script = (
-        "import sys, tomllib\n"
-        "sys.modules['tomli'] = tomllib\n"  # tomli and tomllib share an API; only 3.11+ is here to run on
+        "import sys\n"
+        "from generator.config import tomllib\n"  # tomllib, or on 3.10 tomli itself
+        "sys.modules['tomli'] = tomllib\n"  # the two share an API
+        "del sys.modules['generator.config']\n"
         "sys.modules['tomllib'] = None\n"  # as on 3.10: `import tomllib` fails
         "from generator.config import load_config\n"
         f"print(load_config({str(tmp_path / 'atlas.toml')!r}).seed)\n"
