@@ -91,9 +91,10 @@ def open_rgb(path: Path | str) -> Image.Image:
 def _upright(image: Image.Image) -> Image.Image:
     """`image` turned as its EXIF orientation tag says: a camera held sideways stores the pixels sideways."""
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the many upright images
     except Exception:  # a damaged EXIF block costs the orientation, not the photograph
-        return image
+        pass
+    return image
 
 
 def plan_samples(paths: list[Path], crops_per_image: int, seed: int, max_images: int = 0) -> SamplePlan:
