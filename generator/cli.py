@@ -15,7 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    """Print `message` as `error: ...`; the lines after the first (one problem each) are indented below it."""
+    first, *rest = message.splitlines() or [""]
+    lines = [f"error: {first}"] + [line if line.startswith(" ") else f"  {line}" for line in rest]
+    typer.secho("\n".join(lines), err=True, fg=typer.colors.RED)
     raise typer.Exit(1)
 
 

@@ -7,12 +7,16 @@ options. Every invalid value is reported at once, with its key path.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import AtlasError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, before it joined the standard library
+    import tomli as tomllib
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -122,8 +126,68 @@ CHOICES = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key allows: from `low` to `high` (None: no upper bound), each end open or closed."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    text: str = ""  # the message, where the derived one would not say what a value means
+
+    def __contains__(self, value: float) -> bool:
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+    def describe(self) -> str:
+        if self.text:
+            return self.text
+        low, high = _number(self.low), _number(self.high)
+        if high is None:
+            return f"must be {'>' if self.low_open else '>='} {low}"
+        if self.low_open or self.high_open:
+            return (f"must be {'above' if self.low_open else 'at least'} {low} "
+                    f"and {'below' if self.high_open else 'at most'} {high}")
+        return f"must be {low} to {high}"
+
+
+def _number(x: float | None) -> str | None:
+    if x is None:
+        return None
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+RANGES = {
+    "seed": Range(0, 2**32 - 1),  # numpy and torch take seeds below 2**32
+    "images.crops_per_image": Range(0),
+    "images.default_crops": Range(1),
+    "images.max_images": Range(0),
+    "collect.positions_per_image": Range(1, 64),
+    "collect.batch_size": Range(1),
+    "layout.n_neighbors": Range(2, 200),
+    "layout.min_dist": Range(0, 1),
+    "layout.clip_percentile": Range(0, 50, high_open=True),  # 50 would clip every point
+    "grid.min_count": Range(1),
+    "grid.top_classes": Range(1, 20),
+    "icons.size_px": Range(16, 512),
+    "icons.steps": Range(1, 10000),
+    "icons.tries": Range(1, 16),
+    "icons.batch_size": Range(0, text="must be >= 1, or 0 to choose from the device's memory"),
+    "icons.learning_rate": Range(0, 1, low_open=True),
+    "icons.cossim_power": Range(0, 8),
+}
+GRID_SIZE = Range(1, 512)
+
+
+def _value(cfg: Config, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
 def _check(cfg: Config) -> list[str]:
-    """Every problem with the values of `cfg`, as 'key: value: what is allowed'."""
+    """Every problem with the values of `cfg`, as 'key = value: what is allowed'."""
     problems = []
 
     def need(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -131,35 +195,52 @@ def _check(cfg: Config) -> list[str]:
             problems.append(f"{key} = {value!r}: {allowed}")
 
     for key, choices in CHOICES.items():
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(cfg, section) if section else cfg, name)
-        need(value in choices, key, value, "must be one of " + ", ".join(choices))
-    need(cfg.seed >= 0, "seed", cfg.seed, "must be a whole number >= 0")
-    need(cfg.images.crops_per_image >= 0, "images.crops_per_image", cfg.images.crops_per_image, "must be >= 0")
-    need(cfg.images.default_crops >= 1, "images.default_crops", cfg.images.default_crops, "must be >= 1")
-    need(cfg.images.max_images >= 0, "images.max_images", cfg.images.max_images, "must be >= 0")
-    c = cfg.collect
-    need(1 <= c.positions_per_image <= 64, "collect.positions_per_image", c.positions_per_image, "must be 1 to 64")
-    need(c.batch_size >= 1, "collect.batch_size", c.batch_size, "must be >= 1")
-    need(all(isinstance(x, str) and x for x in c.layers), "collect.layers", list(c.layers), "must be layer names")
-    lay = cfg.layout
-    need(2 <= lay.n_neighbors <= 200, "layout.n_neighbors", lay.n_neighbors, "must be 2 to 200")
-    need(0.0 <= lay.min_dist <= 1.0, "layout.min_dist", lay.min_dist, "must be 0 to 1")
-    need(0.0 <= lay.clip_percentile < 50, "layout.clip_percentile", lay.clip_percentile, "must be 0 to 50")
-    g = cfg.grid
-    need(
-        len(g.levels) >= 1 and all(isinstance(n, int) and 1 <= n <= 512 for n in g.levels),
-        "grid.levels", list(g.levels), "must be a list of grid sizes from 1 to 512",
-    )
-    need(g.min_count >= 1, "grid.min_count", g.min_count, "must be >= 1")
-    need(1 <= g.top_classes <= 20, "grid.top_classes", g.top_classes, "must be 1 to 20")
-    i = cfg.icons
-    need(16 <= i.size_px <= 512, "icons.size_px", i.size_px, "must be 16 to 512")
-    need(1 <= i.steps <= 10000, "icons.steps", i.steps, "must be 1 to 10000")
-    need(1 <= i.tries <= 16, "icons.tries", i.tries, "must be 1 to 16")
-    need(i.batch_size >= 0, "icons.batch_size", i.batch_size, "must be >= 1, or 0 to choose from the device's memory")
-    need(0 < i.learning_rate <= 1, "icons.learning_rate", i.learning_rate, "must be > 0 and <= 1")
-    need(0 <= i.cossim_power <= 8, "icons.cossim_power", i.cossim_power, "must be 0 to 8")
+        need(_value(cfg, key) in choices, key, _value(cfg, key), "must be one of " + ", ".join(choices))
+    for key, allowed in RANGES.items():
+        need(_value(cfg, key) in allowed, key, _value(cfg, key), allowed.describe())
+    layers = cfg.collect.layers
+    need(all(isinstance(x, str) and x for x in layers) and len(set(layers)) == len(layers),
+         "collect.layers", list(layers), "must be layer names, each once")
+    levels = cfg.grid.levels
+    sizes_ok = len(levels) >= 1 and all(isinstance(n, int) and not isinstance(n, bool) and n in GRID_SIZE
+                                        for n in levels)
+    need(sizes_ok, "grid.levels", list(levels),
+         f"must be a list of grid sizes from {_number(GRID_SIZE.low)} to {_number(GRID_SIZE.high)}")
+    # Each level's files are named by its size: a repeat would overwrite another level's.
+    need(not sizes_ok or all(a < b for a, b in zip(levels, levels[1:])), "grid.levels", list(levels),
+         "must be increasing, without repeats, e.g. [8, 16, 32]")
+    return problems
+
+
+def _check_paths(cfg: Config, explicit: set[str]) -> list[str]:
+    """Every problem with the files and folders `cfg` names; `explicit`: the keys a user set."""
+    problems = []
+
+    def shown(key: str) -> str:
+        value = _value(cfg, key)
+        where = cfg.path(value)
+        return f"{key} = {value!r}" + ("" if str(where) == value else f" ({where})")
+
+    if cfg.images.dir:
+        where = cfg.path(cfg.images.dir)
+        if not where.is_dir():
+            problem = "is not a folder" if where.exists() else "image folder not found"
+            problems.append(f"{shown('images.dir')}: {problem}: give a folder of images, or leave it out "
+                            "for the embedded photographs")
+    for key, what in (("site.content", "pages"), ("site.templates", "templates")):
+        # Left at its default, an absent folder means the packaged one; named, it must be there.
+        if key in explicit and not cfg.path(_value(cfg, key)).is_dir():
+            problems.append(f"{shown(key)}: folder not found: fix the path, or leave the key out for the "
+                            f"packaged {what}")
+    for key in ("model.checkpoint", "model.labels"):
+        if _value(cfg, key) and not cfg.path(_value(cfg, key)).is_file():
+            problems.append(f"{shown(key)}: file not found")
+    for key in ("cache", "out"):
+        where = cfg.path(_value(cfg, key))
+        blocker = next((p for p in (where, *where.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            what = "is a file" if blocker == where else f"is inside {blocker}, a file"
+            problems.append(f"{shown(key)}: {what}, not a folder: choose another folder")
     return problems
 
 
@@ -215,7 +296,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     """The build config: defaults, then the preset, then `path` (TOML), then `overrides`.
 
     `overrides` has atlas.toml's shape ({"icons": {"steps": 64}, "seed": 1}); the CLI
-    fills it from its options. Raises AtlasError listing every bad key and value.
+    fills it from its options. Raises AtlasError listing every bad key and value, one a
+    line, and every file or folder named that is not there.
     """
     overrides = overrides or {}
     data: dict[str, Any] = {}
@@ -231,17 +313,26 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         base_dir = path.parent
 
     preset = overrides.get("preset", data.get("preset", "default"))
-    if preset not in PRESETS:
-        raise AtlasError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     problems: list[str] = []
-    cfg = _merge(Config(), PRESETS[preset], "", problems)
+    # An unknown preset adds nothing and is reported by _check with the other problems.
+    cfg = _merge(Config(), PRESETS.get(preset, {}) if isinstance(preset, str) else {}, "", problems)
     cfg = _merge(cfg, data, "", problems)
     cfg = _merge(cfg, overrides, "", problems)
+    cfg = replace(cfg, base_dir=str(base_dir))
     problems += _check(cfg)
+    problems += _check_paths(cfg, _key_paths(data) | _key_paths(overrides))
     if problems:
         where = f" in {path}" if path else ""
-        raise AtlasError(f"invalid config{where}: " + "; ".join(problems))
-    return replace(cfg, base_dir=str(base_dir))
+        raise AtlasError(f"invalid config{where}:" + "".join(f"\n  {p}" for p in problems))
+    return cfg
+
+
+def _key_paths(data: dict[str, Any], where: str = "") -> set[str]:
+    """The dotted keys that `data` (atlas.toml's shape) sets."""
+    keys = set()
+    for key, value in data.items():
+        keys |= _key_paths(value, f"{where}{key}.") if isinstance(value, dict) else {f"{where}{key}"}
+    return keys
 
 
 def describe(cfg: Config) -> dict[str, Any]:

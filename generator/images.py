@@ -1,7 +1,8 @@
 """Finding images, turning any of them into RGB, and planning the crops the model sees.
 
 Artifact: `samples.json` {"images": [path, ...], "crops": [[image, left, top, right, bottom], ...],
-"skipped": N}, crop boxes in each image's own pixels.
+"skipped": N}, crop boxes in each image's own pixels, after turning it upright as its EXIF
+orientation says.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import AtlasError
 
@@ -78,12 +79,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_rgb(path: Path | str) -> Image.Image:
-    """The image at `path` as RGB; raises OSError or ValueError for files that are not readable images."""
+    """The image at `path` as RGB, upright as its EXIF orientation says; raises OSError or ValueError
+    for files that are not readable images."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # EXIF and decompression warnings are not the user's problem here
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(_upright(image))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation tag says: a camera held sideways stores the pixels sideways."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the many upright images
+    except Exception:  # a damaged EXIF block costs the orientation, not the photograph
+        pass
+    return image
 
 
 def plan_samples(paths: list[Path], crops_per_image: int, seed: int, max_images: int = 0) -> SamplePlan:

@@ -12,15 +12,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .errors import AtlasError
 
 DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.5")}
+INPUT_CHANNELS = 3  # every stage feeds RGB images
 
 
 @dataclass
@@ -51,12 +55,24 @@ class LoadedModel:
 
     def layer(self, name: str) -> nn.Module:
         """The module called `name`; an unknown name fails naming the closest valid ones."""
-        shapes = self.layer_shapes()
-        if name not in shapes:
-            close = difflib.get_close_matches(name, list(shapes), n=3, cutoff=0.4)
-            hint = f"closest: {', '.join(close)}" if close else "see `atlas layers`"
-            raise AtlasError(f"unknown layer {name!r} for model {self.spec}: {hint}")
+        check_layers(self, [name])
         return self.net.get_submodule(name)
+
+
+def check_layers(model: LoadedModel, layers: list[str]) -> None:
+    """Fail naming every one of `layers` that `model` lacks, each with the closest valid names."""
+    shapes = model.layer_shapes()
+    unknown = [name for name in layers if name not in shapes]
+    if not unknown:
+        return
+    hints = {}
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(shapes), n=3, cutoff=0.4)
+        hints[name] = f"closest: {', '.join(close)}" if close else "see `atlas layers`"
+    if len(unknown) == 1:
+        raise AtlasError(f"unknown layer {unknown[0]!r} for model {model.spec}: {hints[unknown[0]]}")
+    raise AtlasError(f"{len(unknown)} unknown layers for model {model.spec}:"
+                     + "".join(f"\n  {name!r}: {hint}" for name, hint in hints.items()))
 
 
 def _trace_shapes(net: nn.Module, size: int) -> dict[str, tuple[int, ...]]:
@@ -73,7 +89,7 @@ def _trace_shapes(net: nn.Module, size: int) -> dict[str, tuple[int, ...]]:
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            net(torch.zeros(1, 3, size, size))
+            net(torch.zeros(1, INPUT_CHANNELS, size, size))
     finally:
         for h in handles:
             h.remove()
@@ -104,9 +120,25 @@ def _read_labels(path: Path, count: int | None) -> list[str]:
     return names
 
 
-def _num_classes(net: nn.Module, size: int) -> int:
-    with torch.no_grad():
-        out = net(torch.zeros(1, 3, size, size))
+def _brief(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one short line, for a message that quotes it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "WeightsUnpickler error:" in text:
+        # torch puts its advice on weights_only first; the cause comes after this mark
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0].split(". ")[0]
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _num_classes(net: nn.Module, size: int, spec: str) -> int:
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, INPUT_CHANNELS, size, size))
+    except Exception as exc:  # a user's network that cannot take the images it will be given
+        raise AtlasError(f"model {spec} fails on a batch of {INPUT_CHANNELS}-channel {size} x {size} images: "
+                         f"{_brief(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise AtlasError("the model must return class logits of shape (batch, classes)")
     return out.shape[1]
@@ -202,6 +234,57 @@ def _load_timm(name: str) -> LoadedModel:
     )
 
 
+def _metadata(module, path: Path) -> dict:
+    """The preprocessing and names a user's module sets beside its factory, checked."""
+    meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "MEAN", "STD", "LAYERS", "CLASS_NAMES") if hasattr(module, k)}
+    problems = []
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if key in meta and not ok:
+            problems.append(f"{key} = {meta[key]!r}: {allowed}")
+
+    def is_number(x, kind=numbers.Real) -> bool:
+        return isinstance(x, kind) and not isinstance(x, bool)
+
+    def per_channel(value) -> bool:  # a tuple, a list or an array
+        items = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else None
+        return items is not None and len(items) == INPUT_CHANNELS and all(is_number(x) for x in items)
+
+    def names(value) -> bool:
+        return isinstance(value, (list, tuple)) and all(isinstance(x, str) and x for x in value)
+
+    size = meta.get("INPUT_SIZE")
+    need(is_number(size, numbers.Integral) and 8 <= size <= 4096, "INPUT_SIZE",
+         "must be a whole number of pixels from 8 to 4096, e.g. 224")
+    channels = f"must be {INPUT_CHANNELS} numbers, one per input channel (red, green, blue)"
+    need(per_channel(meta.get("MEAN")), "MEAN", channels)
+    need(per_channel(meta.get("STD")) and all(x > 0 for x in meta["STD"]), "STD", channels + ", each > 0")
+    need(names(meta.get("LAYERS")), "LAYERS", 'must be a list of layer names, e.g. ["layer3", "layer4"]')
+    need(names(meta.get("CLASS_NAMES")), "CLASS_NAMES", "must be a list of class names, one per output")
+    if problems:
+        raise AtlasError(f"model file {path} sets bad metadata:" + "".join(f"\n  {p}" for p in problems))
+    return meta
+
+
+def _load_checkpoint(net: nn.Module, ckpt: Path, name: str) -> None:
+    """Load the state dict in `ckpt` into `net` (model `name`)."""
+    if not ckpt.is_file():
+        raise AtlasError(f"checkpoint {ckpt} not found")
+    saved = "a PyTorch state dict (a file written by torch.save(model.state_dict(), path))"
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip, key and EOF errors for files of other kinds
+        raise AtlasError(f"checkpoint {ckpt} is not {saved}; torch said: {_brief(exc)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the layout of Lightning's and many training scripts' checkpoints
+    if not isinstance(state, dict):
+        raise AtlasError(f"checkpoint {ckpt} holds a {type(state).__name__}, not {saved}")
+    try:
+        net.load_state_dict(state)
+    except Exception as exc:
+        raise AtlasError(f"checkpoint {ckpt} does not load into {name}(): {_brief(exc)}") from None
+
+
 def _load_file(path_str: str, factory: str, checkpoint: str) -> LoadedModel:
     path = Path(path_str)
     if not path.is_file():
@@ -211,30 +294,30 @@ def _load_file(path_str: str, factory: str, checkpoint: str) -> LoadedModel:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise AtlasError(f"importing {path} failed: {exc.__class__.__name__}: {exc}") from None
+        raise AtlasError(f"importing {path} failed: {_brief(exc)}") from None
     if not callable(getattr(module, factory, None)):
         raise AtlasError(f"{path} has no function {factory!r}: use path/to/file.py:factory")
-    net = getattr(module, factory)()
+    meta = _metadata(module, path)
+    try:
+        net = getattr(module, factory)()
+    except Exception as exc:  # the user's code: a failing factory is theirs to fix, not a bug of atlas
+        raise AtlasError(f"{path}:{factory}() failed: {_brief(exc)} (it is called with no arguments "
+                         "and must return a torch.nn.Module)") from None
     if not isinstance(net, nn.Module):
         raise AtlasError(f"{path}:{factory}() must return a torch.nn.Module, not {type(net).__name__}")
+    if any(is_lazy(t) for t in (*net.parameters(), *net.buffers())):
+        raise AtlasError(f"{path}:{factory}() returns a model with lazy modules (nn.LazyLinear and the like): "
+                         "run it once on a dummy batch in the factory, so its weights exist")
     digest = hashlib.sha256(path.read_bytes())
     if checkpoint:
-        ckpt = Path(checkpoint)
-        if not ckpt.is_file():
-            raise AtlasError(f"checkpoint {ckpt} not found")
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except Exception as exc:
-            raise AtlasError(f"checkpoint {ckpt} does not load into {factory}(): {str(exc).splitlines()[0]}") from None
-        digest.update(ckpt.read_bytes())
+        _load_checkpoint(net, Path(checkpoint), factory)
+        digest.update(Path(checkpoint).read_bytes())
     else:
         digest.update(_state_digest(net).encode())
-    meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "MEAN", "STD", "LAYERS", "CLASS_NAMES") if hasattr(module, k)}
     return LoadedModel(
         spec=f"{path_str}:{factory}", net=net.eval(), class_names=list(meta.get("CLASS_NAMES", [])),
-        input_size=int(meta.get("INPUT_SIZE", 224)), mean=tuple(meta.get("MEAN", (0.485, 0.456, 0.406))),
-        std=tuple(meta.get("STD", (0.229, 0.224, 0.225))), default_layers=tuple(meta.get("LAYERS", ())),
+        input_size=int(meta.get("INPUT_SIZE", 224)), mean=tuple(map(float, meta.get("MEAN", (0.485, 0.456, 0.406)))),
+        std=tuple(map(float, meta.get("STD", (0.229, 0.224, 0.225)))), default_layers=tuple(meta.get("LAYERS", ())),
         weights_id=digest.hexdigest()[:16],
     )
 
@@ -243,9 +326,16 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
     """Load the classifier named by `spec` (see the module docstring), in eval mode on the CPU.
 
     A user's module may set INPUT_SIZE, MEAN, STD, LAYERS and CLASS_NAMES beside its
-    factory. `labels` (a text file, one name a line) overrides the class names.
+    factory, and `checkpoint` (a state-dict file) applies to such a model only. `labels`
+    (a text file, one name a line) overrides the class names. Raises AtlasError for a
+    value of the wrong kind or length, and for a factory, checkpoint or forward pass that fails.
     """
     spec = spec.strip()
+    from_file = ".py:" in spec and not spec.startswith(("torchvision:", "timm:"))
+    if checkpoint and not from_file:
+        raise AtlasError(f"checkpoint {checkpoint} applies to a path/to/file.py:factory model, not to "
+                         f"{spec or 'the default model'}: leave [model] checkpoint out, or load the model "
+                         "in a factory of your own")
     if spec in ("", "default", "efficientnet_lite0"):
         model = _load_default()
     elif spec.startswith("torchvision:"):
@@ -253,7 +343,7 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
         model = _load_torchvision(parts[1], parts[2] if len(parts) > 2 else "")
     elif spec.startswith("timm:"):
         model = _load_timm(spec.split(":", 1)[1])
-    elif ".py:" in spec:
+    elif from_file:
         path_str, factory = spec.rsplit(":", 1)
         model = _load_file(path_str, factory, checkpoint)
     else:
@@ -261,9 +351,12 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
             f"unknown model {spec!r}: use efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
             "or path/to/file.py:factory"
         )
-    count = _num_classes(model.net, model.input_size)
+    count = _num_classes(model.net, model.input_size, model.spec)
     if labels:
         model.class_names = _read_labels(Path(labels), count)
+    elif from_file and model.class_names and len(model.class_names) != count:
+        raise AtlasError(f"CLASS_NAMES in {spec.rsplit(':', 1)[0]} has {len(model.class_names)} names but the "
+                         f"model's output has {count} classes: give one name per output, or leave CLASS_NAMES out")
     elif len(model.class_names) != count:
         model.class_names = [f"class {i}" for i in range(count)]
     if not model.default_layers:

@@ -51,7 +51,8 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     else:
         paths = default_photos()
         per_image = cfg.images.crops_per_image or math.ceil(cfg.images.default_crops / len(paths))
-    key = store.make_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
+    # 2: sizes and crops are those of each image turned upright by its EXIF orientation
+    key = store.make_key("images", 2, _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
     folder = cache / "images" / key
     if store.is_complete(folder, key):
         plan = SamplePlan.from_json(json.loads((folder / "samples.json").read_text()))
@@ -209,7 +210,7 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     """Run every stage for `cfg` and write the site to `cfg.out`."""
     import torch
 
-    from .models import load_model
+    from .models import check_layers, load_model
     from .site import render_site
     from .tiles import write_atlas, write_manifest
 
@@ -230,8 +231,7 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     model = load_model(cfg.model.name, cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint)),
                        cfg.model.labels and str(cfg.path(cfg.model.labels)))
     layers = list(cfg.collect.layers or model.default_layers)
-    for layer in layers:
-        model.layer(layer)  # fail now, naming the closest layers, not after minutes of work
+    check_layers(model, layers)  # fail now, naming the closest layers, not after minutes of work
     i = cfg.icons
     from .icons import RenderSettings
     from .icons.render import pick_device, pick_precision

@@ -24,7 +24,7 @@ CONFIG_TOML = """\
 # The keys below override the preset's values.
 # preset = "quick"
 
-# Random seed: the same seed gives the same site.
+# Random seed, 0 to 4294967295: the same seed gives the same site.
 seed = 0
 
 # Folder the site is written to; replaced only when a build succeeds.
@@ -67,11 +67,11 @@ name = "efficientnet_lite0"
 # n_neighbors = 20
 # UMAP minimum distance between points: less packs similar points tighter.
 # min_dist = 0.25
-# Percent of outlying points clipped before scaling to the square.
+# Percent of outlying points clipped before scaling to the square: at least 0, below 50.
 # clip_percentile = 1.0
 
 [grid]
-# Cells across, per zoom level, coarse to fine.
+# Cells across, per zoom level, coarse to fine: increasing, without repeats.
 # levels = [8, 16, 32]
 # Cells with fewer activations are dropped.
 # min_count = 2
@@ -106,9 +106,11 @@ name = "efficientnet_lite0"
 [site]
 # Shown in every page's header and title.
 title = "Activation Atlas"
-# Markdown pages with front matter; index.md is the article.
+# Markdown pages with front matter; index.md is the article. A folder named here must
+# exist; with the key left out, the packaged pages are used where content/ is absent.
 content = "content"
-# Files here replace the packaged templates and assets of the same name.
+# Files here replace the packaged templates and assets of the same name. As for content,
+# a folder named here must exist.
 templates = "templates"
 """
 

@@ -69,3 +69,25 @@ def test_embedded_photographs_ship_with_packages():
     photos = default_photos()
     assert len(photos) >= 10
     assert all(open_rgb(p).mode == "RGB" for p in photos)
+
+
+@pytest.mark.parametrize("orientation, quarter_turns", [
+    (6, -1),  # the camera was turned a quarter anticlockwise: the picture is turned a quarter clockwise
+    (8, 1),
+    (3, 2),
+])
+def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path, orientation, quarter_turns):
+    stored = np.zeros((40, 60, 3), dtype=np.uint8)  # 60 wide, 40 high: red, green and blue bands, left to right
+    for band in range(3):
+        stored[:, band * 20:(band + 1) * 20, band] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the Orientation tag
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95, subsampling=0)
+    upright = np.rot90(stored, quarter_turns)
+    assert np.abs(np.asarray(open_rgb(tmp_path / "photo.jpg"), dtype=int) - upright).mean() < 10  # JPEG error
+    plan = plan_samples([tmp_path / "photo.jpg"], crops_per_image=1, seed=0)
+    assert plan.sizes == [(upright.shape[1], upright.shape[0])]
+    _, left, top, right, bottom = plan.crops[0]
+    assert right - left == bottom - top == 35  # the centre square of the upright image
+    crop = CropLoader(plan, 35).load([0])[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(crop - upright[top:bottom, left:right]).mean() < 20

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from generator.errors import AtlasError
-from generator.models import imagenet_wnids, load_model
+from generator.models import check_layers, imagenet_wnids, load_model
 
 from .conftest import SAMPLE, TESTS, TINY_SPEC
 
@@ -33,6 +33,98 @@ def test_checkpoint_and_labels_files(tmp_path, tiny_model):
     labels.write_text("only one")
     with pytest.raises(AtlasError, match="has 1 names but the model has 6 classes"):
         load_model(TINY_SPEC, labels=str(labels))
+
+
+def test_check_layers_names_every_unknown_layer(tiny_model):
+    check_layers(tiny_model, ["features.2", "features.4"])
+    with pytest.raises(AtlasError) as err:
+        check_layers(tiny_model, ["featurs.4", "features.2", "pool2"])
+    assert str(err.value).splitlines() == [
+        f"2 unknown layers for model {TINY_SPEC}:",
+        "  'featurs.4': closest: features.4, features.5, features.3",
+        "  'pool2': closest: pool",
+    ]
+
+
+def _user_module(tmp_path, text):
+    path = tmp_path / "net.py"
+    path.write_text(f"from tests.tiny_model import tiny\n{text}\n")
+    return f"{path}:tiny"
+
+
+def test_wrong_number_of_class_names_is_an_error(tmp_path):
+    spec = _user_module(tmp_path, 'CLASS_NAMES = ["cat", "dog"]')
+    with pytest.raises(AtlasError, match=f"CLASS_NAMES in {tmp_path / 'net.py'} has 2 names but the model's "
+                                         "output has 6 classes"):
+        load_model(spec)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join("abcdef"))
+    assert load_model(spec, labels=str(labels)).class_names == list("abcdef")  # the labels file wins
+
+
+def test_model_metadata_as_numpy_values(tmp_path):
+    spec = _user_module(tmp_path, "import numpy as np\nINPUT_SIZE = np.int64(40)\nMEAN = np.array([0.5, 0.5, 0.5])\n"
+                                  "STD = [np.float32(0.25)] * 3")
+    model = load_model(spec)
+    assert model.input_size == 40 and model.mean == (0.5, 0.5, 0.5) and model.std == (0.25, 0.25, 0.25)
+
+
+def test_bad_metadata_is_reported_before_the_factory_runs(tmp_path):
+    spec = _user_module(tmp_path, 'STD = (0.5, 0.0, 0.5)\nCLASS_NAMES = "cat dog"\n'
+                                  "def tiny():\n    raise RuntimeError('factory ran')")
+    with pytest.raises(AtlasError) as err:
+        load_model(spec)
+    assert str(err.value).splitlines()[1:] == [
+        "  STD = (0.5, 0.0, 0.5): must be 3 numbers, one per input channel (red, green, blue), each > 0",
+        "  CLASS_NAMES = 'cat dog': must be a list of class names, one per output",
+    ]
+
+
+def test_a_model_that_cannot_take_rgb_images_says_so(tmp_path):
+    path = tmp_path / "grey.py"
+    path.write_text("import torch\n"
+                    "def grey():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())\n"
+                    "def lazy():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))\n")
+    with pytest.raises(AtlasError, match=r"grey fails on a batch of 3-channel 224 x 224 images: RuntimeError: "):
+        load_model(f"{path}:grey")
+    with pytest.raises(AtlasError, match=r"lazy\(\) returns a model with lazy modules"):
+        load_model(f"{path}:lazy")
+
+
+@pytest.mark.parametrize("spec", ["efficientnet_lite0", "torchvision:resnet18", "timm:resnet18"])
+def test_checkpoint_only_for_a_model_file(tmp_path, spec):
+    ckpt = tmp_path / "w.pt"
+    torch.save({}, ckpt)
+    with pytest.raises(AtlasError, match=f"checkpoint {ckpt} applies to a path/to/file.py:factory model, "
+                                         f"not to {spec}"):
+        load_model(spec, str(ckpt))
+
+
+def test_a_file_that_is_not_a_state_dict(tmp_path, tiny_model):
+    files = {"notes.txt": b"hello world\n", "random.bin": np.random.default_rng(0).bytes(2000), "empty.pt": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(tiny_model.net, tmp_path / "whole.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    said = {
+        "notes.txt": "torch said: KeyError: ", "random.bin": "torch said: UnpicklingError: ",
+        "empty.pt": "torch said: EOFError", "tensor.pt": "holds a Tensor, not a PyTorch state dict",
+        "whole.pt": "torch said: UnpicklingError: Unsupported global: GLOBAL torch.nn.modules.container.Sequential "
+                    "was not an allowed global by default",
+    }
+    for name, words in said.items():
+        with pytest.raises(AtlasError) as err:
+            load_model(TINY_SPEC, str(tmp_path / name))
+        message = str(err.value)
+        assert "\n" not in message and len(message) < 400, message
+        assert f"checkpoint {tmp_path / name} " in message and words in message, message
+        assert "torch.save(model.state_dict(), path)" in message
+    state = tiny_model.net.state_dict()
+    state.pop("head.bias")
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(AtlasError, match=r"does not load into tiny\(\): RuntimeError: Error\(s\) in loading "
+                                         r"state_dict for Sequential: Missing key\(s\) in state_dict: \"head.bias\""):
+        load_model(TINY_SPEC, str(tmp_path / "partial.pt"))
 
 
 @pytest.mark.parametrize("spec, message", [
