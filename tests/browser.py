@@ -74,3 +74,10 @@ def _cells(folder, level):
     return json.loads((folder / "data" / level["cells_json"]).read_text())["cells"]
 
 
+
+
+def open_explorer(browser, folder, atlas, **context) -> Visit:
+    """The explorer page of `atlas` from disk, once it has painted."""
+    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html", **context)
+    visit.painted()
+    return visit

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .browser import VIEWER, Visit, _canvas, _cell_point, _cells
+from .browser import VIEWER, Visit, _canvas, _cell_point, _cells, open_explorer
 
 pytestmark = pytest.mark.slow
 
@@ -242,9 +242,8 @@ def test_switching_layers_updates_the_address_title_and_nav(browser, site, serve
 def test_zoom_stops_at_the_finest_level_and_says_so(browser, site):
     _, folder, manifest = site
     atlas = manifest["atlases"][0]
-    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+    visit = open_explorer(browser, folder, atlas)
     page = visit.page
-    visit.painted()
     page.locator(".viewer").focus()
     for _ in range(25):
         page.keyboard.press("+")
@@ -268,9 +267,8 @@ def test_class_box_takes_exact_names_lists_ambiguous_ones_and_uses_one_scale(bro
     _, folder, manifest = site
     atlas = manifest["atlases"][-1]
     classes = manifest["classes"]
-    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+    visit = open_explorer(browser, folder, atlas)
     page = visit.page
-    visit.painted()
     box = page.locator(".class-search")
     # Several classes contain "wolf": the box lists them instead of taking one.
     box.fill("wolf")
@@ -334,9 +332,8 @@ def test_class_box_takes_exact_names_lists_ambiguous_ones_and_uses_one_scale(bro
 def test_card_shows_fidelity_and_explains_its_scores(browser, site):
     _, folder, manifest = site
     atlas = manifest["atlases"][0]
-    visit = Visit(browser, folder.as_uri() + f"/explore/{atlas['id']}.html")
+    visit = open_explorer(browser, folder, atlas)
     page = visit.page
-    visit.painted()
     level, cell, point = _biggest_cell(folder, atlas, page)
     page.mouse.move(*point)
     card = page.locator(".tooltip")

@@ -507,9 +507,14 @@
     var self = this;
     this.viewer = viewer;
     this.node = viewer.root.querySelector(".tooltip");
-    // A tap on a pinned card puts it away: on a phone it lies over the cells below it.
+    // A tap on a pinned card puts it away: on a phone it lies over the cells below it. Only a press
+    // that began on the card counts: the click of the tap that pinned it lands on it too.
+    var pressed = false;
+    this.node.addEventListener("pointerdown", function () { pressed = true; });
     this.node.addEventListener("click", function (e) {
-      if (self.pinned && !e.target.closest("button, a")) { self.close(); viewer.frame.focus(); }
+      var mine = pressed;
+      pressed = false;
+      if (mine && self.pinned && !e.target.closest("button, a")) { self.close(); viewer.frame.focus(); }
     });
     this.hover = null; // the cell under a mouse
     this.pinned = null; // a tapped, clicked or flown-to cell, until closed
