@@ -92,14 +92,16 @@ def allocate_array(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
     A page written into a sparse file on a full disk kills the process with SIGBUS; with
     the blocks reserved, a full disk is an OSError here instead.
     """
-    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    # Written (sparse) and unmapped first: a mapping left open by the error would hold the disk busy.
+    sparse = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    del sparse
     if hasattr(os, "posix_fallocate"):
         fd = os.open(path, os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-    return array
+    return np.lib.format.open_memmap(path, "r+")
 
 
 def mark_complete(folder: Path, key: str, **info: Any) -> None:

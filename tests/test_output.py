@@ -95,4 +95,4 @@ def test_a_build_into_a_mount_point(tiny_config, tmp_path):
         assert (out / "index.html").is_file() and (out / "README.md").read_text() == "mine"
         assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".git"]
     finally:
-        subprocess.run(["umount", str(out)])
+        subprocess.run(["umount", "--lazy", str(out)])

@@ -41,4 +41,4 @@ def test_a_memmap_on_a_full_disk_is_an_error_not_a_crash(tmp_path):
             with store.writing(disk):
                 store.allocate_array(disk / "activations.npy", np.float16, (1000, 512))
     finally:
-        subprocess.run(["umount", str(disk)])
+        subprocess.run(["umount", "--lazy", str(disk)])
