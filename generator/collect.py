@@ -12,6 +12,7 @@ that position's own activation, so one forward-mode pass gives all K classes.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -164,7 +165,10 @@ def collect_activations(
             _Column(folders[name] / "attributions.npy", (n, num_classes), f"layer {name}'s class attributions"),
             allocate_array(folders[name] / "positions.npy", np.int32, (n, 3)),
         )
-    rngs = {name: np.random.default_rng([seed, 2, i]) for i, name in enumerate(layers)}
+    # Seeded by the layer's name, not its place in `layers`: a layer's positions must not depend on which
+    # other layers are collected with it (a rebuild collects only the layers whose cache is missing).
+    rngs = {name: np.random.default_rng([seed, 2, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
+            for name in layers}
     loader = CropLoader(plan, model.input_size)
     for start in range(0, n_crops, batch_size):
         crop_ids = range(start, min(start + batch_size, n_crops))

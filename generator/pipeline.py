@@ -162,7 +162,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     total = sum(len(lv.cells) for lv in levels)
     whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
     rendered = []
-    with report.stage(f"Icons {layer}", total) as advance:
+    with store.writing(cache / "icons" / layer), report.stage(f"Icons {layer}", total) as advance:
         for k, level in enumerate(levels):
             start = has_start = None
             if i.warm_start and k > 0 and len(rendered[-1].icons):
