@@ -38,8 +38,11 @@ def array_digest(array: np.ndarray) -> str:
 
 
 def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _shown(folder: Path, name: str = "") -> str:
@@ -56,9 +59,10 @@ def is_complete(folder: Path, key: str, note: Callable[[str], None] = lambda m: 
         data = json.loads((folder / META).read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA_VERSION:
+    if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA_VERSION \
+            or not isinstance(data.get("files"), dict):
         return False
-    for name, digest in data.get("files", {}).items():
+    for name, digest in data["files"].items():
         try:
             intact = file_digest(folder / name) == digest
         except OSError:
