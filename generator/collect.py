@@ -3,6 +3,7 @@
 Per layer, in `<cache>/activations/<layer>/`:
   activations.npy   (N, C) float16   the layer's channel vector at one spatial position
   attributions.npy  (N, K) float16   sum over channels of activation x d(logit_k)/d(activation)
+                                     (either in float32 where its values pass float16's range)
   positions.npy     (N, 3) int32     crop index, row, column of each vector
 
 The attribution of a position is the directional derivative of the logits along
@@ -11,6 +12,7 @@ that position's own activation, so one forward-mode pass gives all K classes.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +21,12 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from .errors import AtlasError
 from .images import CropLoader, SamplePlan
 from .models import LoadedModel
+from .store import allocate_array
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class _Stop(Exception):
@@ -62,6 +68,26 @@ def positions_per_image(shape: tuple[int, ...], wanted: int) -> int:
     _, height, width = shape
     margin = 1 if min(height, width) >= 5 else 0
     return min(wanted, (height - 2 * margin) * (width - 2 * margin))
+
+
+class _Column:
+    """A .npy memmap of float16 rows that turns into float32 once a value would not fit float16 (|x| > 65504)."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], what: str):
+        self.path, self.what = path, what
+        self.array = allocate_array(path, np.float16, shape)
+
+    def write(self, rows: slice, values: np.ndarray) -> None:
+        if not np.isfinite(values).all():
+            raise AtlasError(f"{self.what} holds infinite or NaN values: the model overflows float32 on these "
+                             "images; check its weights, or choose another layer")
+        if self.array.dtype == np.float16 and len(values) and np.abs(values).max() > FLOAT16_MAX:
+            tmp = self.path.with_name(self.path.name + ".tmp.npy")
+            wider = allocate_array(tmp, np.float32, self.array.shape)
+            wider[:rows.start] = self.array[:rows.start]  # float16 to float32 is exact
+            tmp.replace(self.path)  # the mapping follows the file
+            self.array = wider
+        self.array[rows] = values.astype(self.array.dtype)
 
 
 class Attributor:
@@ -135,11 +161,14 @@ def collect_activations(
         folders[name].mkdir(parents=True, exist_ok=True)
         n = n_crops * per_image[name]
         outputs[name] = (
-            np.lib.format.open_memmap(folders[name] / "activations.npy", "w+", np.float16, (n, shapes[name][0])),
-            np.lib.format.open_memmap(folders[name] / "attributions.npy", "w+", np.float16, (n, num_classes)),
-            np.lib.format.open_memmap(folders[name] / "positions.npy", "w+", np.int32, (n, 3)),
+            _Column(folders[name] / "activations.npy", (n, shapes[name][0]), f"layer {name}'s activations"),
+            _Column(folders[name] / "attributions.npy", (n, num_classes), f"layer {name}'s class attributions"),
+            allocate_array(folders[name] / "positions.npy", np.int32, (n, 3)),
         )
-    rngs = {name: np.random.default_rng([seed, 2, i]) for i, name in enumerate(layers)}
+    # Seeded by the layer's name, not its place in `layers`: a layer's positions must not depend on which
+    # other layers are collected with it (a rebuild collects only the layers whose cache is missing).
+    rngs = {name: np.random.default_rng([seed, 2, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
+            for name in layers}
     loader = CropLoader(plan, model.input_size)
     for start in range(0, n_crops, batch_size):
         crop_ids = range(start, min(start + batch_size, n_crops))
@@ -158,12 +187,12 @@ def collect_activations(
             vectors = layer_acts[b, :, pos_t[..., 0].reshape(-1), pos_t[..., 1].reshape(-1)]
             rows = slice(start * count, (start + len(crop_ids)) * count)
             act_out, attr_out, pos_out = outputs[name]
-            act_out[rows] = vectors.numpy().astype(np.float16)
-            attr_out[rows] = attr.numpy().astype(np.float16)
+            act_out.write(rows, vectors.numpy())
+            attr_out.write(rows, attr.numpy())
             pos_out[rows] = np.concatenate([np.repeat(np.asarray(crop_ids)[:, None], count, 0),
                                             pos.reshape(-1, 2)], 1)
         progress(len(crop_ids))
-    for arrays in outputs.values():
-        for array in arrays:
+    for act_out, attr_out, pos_out in outputs.values():
+        for array in (act_out.array, attr_out.array, pos_out):
             array.flush()
     return {name: n_crops * per_image[name] for name in layers}

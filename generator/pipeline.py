@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import output, store
 from .config import Config, describe
 from .errors import AtlasError
 from .grid import Level, bin_grid
@@ -54,14 +54,15 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     # 2: sizes and crops are those of each image turned upright by its EXIF orientation
     key = store.make_key("images", 2, _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
     folder = cache / "images" / key
-    if store.is_complete(folder, key):
-        plan = SamplePlan.from_json(json.loads((folder / "samples.json").read_text()))
-    else:
+
+    def make(folder: Path) -> dict:
         with report.stage("Reading images", None):
             plan = plan_samples(paths, per_image, cfg.seed, cfg.images.max_images)
-        store.start(folder)
         store.write_json(folder / "samples.json", plan.to_json())
-        store.mark_complete(folder, key, images=len(plan.images), crops=len(plan.crops))
+        return {"images": len(plan.images), "crops": len(plan.crops)}
+
+    store.ensure(folder, key, make, report.note)
+    plan = SamplePlan.from_json(json.loads((folder / "samples.json").read_text()))
     source = cfg.images.dir or "embedded photographs"
     skipped = f"; skipped {plan.skipped} unreadable file(s)" if plan.skipped else ""
     report.note(f"images: {len(plan.images)} from {source}, {len(plan.crops)} crops{skipped}")
@@ -77,17 +78,20 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> di
         key = store.make_key("activations", images_key, model.spec, model.weights_id, layer,
                              cfg.collect.positions_per_image, cfg.seed)
         folders[layer], keys[layer] = cache / "activations" / key, key
-        if not store.is_complete(folders[layer], key):
+        if not store.is_complete(folders[layer], key, report.note):
             todo.append(layer)
     if todo:
-        for layer in todo:
-            store.start(folders[layer])
-        with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
-            counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
-                                         cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
-                                         advance)
-        for layer in todo:
-            store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer])
+        with store.writing(cache / "activations"):
+            for layer in todo:
+                store.start(folders[layer])
+            with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
+                counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
+                                             cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
+                                             advance)
+            for layer in todo:
+                dtype = np.load(folders[layer] / "activations.npy", mmap_mode="r").dtype
+                store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer],
+                                    activations_dtype=str(dtype))
     return folders
 
 
@@ -98,44 +102,47 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
     lay = cfg.layout
     key = store.make_key("layout", act_folder.name, asdict(lay), cfg.seed)
     folder = cache / "layout" / key
-    if not store.is_complete(folder, key):
+
+    def make(folder: Path) -> dict:
         with report.stage(f"Layout {layer} ({lay.method})", None):
             vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
             xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile)
-        store.start(folder)
         store.save_array(folder / "layout.npy", xy)
-        store.mark_complete(folder, key, layer=layer)
+        return {"layer": layer}
+
+    store.ensure(folder, key, make, report.note)
     return folder
 
 
-def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path) -> list[Level]:
+def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path, report) -> list[Level]:
     """cells.json, directions.npy and scores.npy: every level's cells, mean activations and class scores."""
     g = cfg.grid
     # 2: scores.npy joined the artifact
     key = store.make_key("grid", 2, layout_folder.name, act_folder.name, asdict(g))
     folder = cache / "grid" / key
-    if store.is_complete(folder, key):
-        cells = json.loads((folder / "cells.json").read_text())["levels"]
-        directions = np.load(folder / "directions.npy")
-        scores = np.load(folder / "scores.npy")
-        levels, start = [], 0
-        for lv in cells:
-            n = len(lv["cells"])
-            levels.append(Level(lv["size"], lv["cells"], directions[start:start + n], scores[start:start + n]))
-            start += n
-        return levels
-    xy = np.load(layout_folder / "layout.npy")
-    vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
-    attributions = np.load(act_folder / "attributions.npy", mmap_mode="r")
-    levels = bin_grid(xy, vectors, attributions, g.levels, g.min_count, g.top_classes)
-    if not any(lv.cells for lv in levels):
-        raise AtlasError(f"layer {layer}: no grid cell holds {g.min_count} activations; lower grid.min_count "
-                         "or give more images")
-    store.start(folder)
-    store.write_json(folder / "cells.json", {"levels": [{"size": lv.size, "cells": lv.cells} for lv in levels]})
-    store.save_array(folder / "directions.npy", np.concatenate([lv.directions for lv in levels]))
-    store.save_array(folder / "scores.npy", np.concatenate([lv.scores for lv in levels]))
-    store.mark_complete(folder, key, layer=layer)
+
+    def make(folder: Path) -> dict:
+        xy = np.load(layout_folder / "layout.npy")
+        vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
+        attributions = np.load(act_folder / "attributions.npy", mmap_mode="r")
+        levels = bin_grid(xy, vectors, attributions, g.levels, g.min_count, g.top_classes)
+        if not any(lv.cells for lv in levels):
+            raise AtlasError(f"layer {layer}: no grid cell holds {g.min_count} activations; lower grid.min_count "
+                             "or give more images")
+        store.write_json(folder / "cells.json", {"levels": [{"size": lv.size, "cells": lv.cells} for lv in levels]})
+        store.save_array(folder / "directions.npy", np.concatenate([lv.directions for lv in levels]))
+        store.save_array(folder / "scores.npy", np.concatenate([lv.scores for lv in levels]))
+        return {"layer": layer}
+
+    store.ensure(folder, key, make, report.note)
+    cells = json.loads((folder / "cells.json").read_text())["levels"]
+    directions = np.load(folder / "directions.npy")
+    scores = np.load(folder / "scores.npy")
+    levels, start = [], 0
+    for lv in cells:
+        n = len(lv["cells"])
+        levels.append(Level(lv["size"], lv["cells"], directions[start:start + n], scores[start:start + n]))
+        start += n
     return levels
 
 
@@ -156,7 +163,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     total = sum(len(lv.cells) for lv in levels)
     whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
     rendered = []
-    with report.stage(f"Icons {layer}", total) as advance:
+    with store.writing(cache / "icons" / layer), report.stage(f"Icons {layer}", total) as advance:
         for k, level in enumerate(levels):
             start = has_start = None
             if i.warm_start and k > 0 and len(rendered[-1].icons):
@@ -164,24 +171,12 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 has_start = parents >= 0
                 start = rendered[-1].icons[np.maximum(parents, 0)]
             rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                         cache / "icons" / layer, advance, start, has_start, whiten, i.precision))
+                                         cache / "icons" / layer, advance, start, has_start, whiten, i.precision,
+                                         report.note))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
     report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
     return rendered
-
-
-def _check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that holds files atlas did not make."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise AtlasError(f"{out} exists and is not a folder: choose another --out")
-    own = (out / "data" / "manifest.json").is_file()
-    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "README.md"]
-    if foreign and not own:
-        raise AtlasError(f"{out} holds files that atlas did not make ({', '.join(sorted(foreign)[:3])}): "
-                         "choose another --out or empty that folder")
 
 
 def _shown_spec(spec: str) -> str:
@@ -192,18 +187,22 @@ def _shown_spec(spec: str) -> str:
     return spec
 
 
-def _swap_in(new: Path, out: Path) -> None:
-    """Replace `out` by `new`, keeping the old folder's dotfiles (.gitignore, .git, .nojekyll)."""
-    if out.exists():
-        for p in out.iterdir():
-            if p.name.startswith(".") and not (new / p.name).exists():
-                os.replace(p, new / p.name)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(new, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, out)
+# Settings that name a file or folder of the build machine.
+PATH_SETTINGS = [("model", "checkpoint"), ("model", "labels"), ("images", "dir"), ("site", "content"),
+                 ("site", "templates")]
+
+
+def published_config(cfg: Config) -> dict:
+    """The config as data/build.json shows it: no path of the build machine, files and folders by name."""
+    data = describe(cfg)
+    for key in ("out", "cache"):
+        data.pop(key, None)
+    data["model"]["name"] = _shown_spec(cfg.model.name)
+    for section, key in PATH_SETTINGS:
+        value = data.get(section, {}).get(key)
+        if value:
+            data[section][key] = Path(value).name
+    return data
 
 
 def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
@@ -218,7 +217,10 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     torch.manual_seed(cfg.seed)
     out = cfg.path(cfg.out)
     cache = cfg.path(cfg.cache)
-    _check_out_dir(out)
+    output.check_writable(out if out.is_dir() and os.path.ismount(out) else out.parent, "--out")
+    output.check_writable(cache, "--cache")
+    output.recover(out, report.note)
+    output.check_out_dir(out)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -251,36 +253,35 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     for layer in layers:
         layout_folder = stage_layout(cfg, layer, act_folders[layer], cache, report)
         lap("layout")
-        levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache)
+        levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache, report)
         lap("grid")
         rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer])
         lap("icons")
         count = store.read_meta(act_folders[layer])["count"]
         atlases_raw.append((layer, count, levels, rendered))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
+    tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         data_dir = tmp / "data"
-        data_dir.mkdir(parents=True)
-        with report.stage("Tiles and site", None):
+        with store.writing(tmp), report.stage("Tiles and site", None):
+            data_dir.mkdir(parents=True)
             shown = _shown_spec(model.spec)
             atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered)
                        for layer, count, levels, rendered in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
-            build_info = {"config": describe(cfg), "images": len(plan.images), "crops": len(plan.crops),
+            # No timing and no path of this machine: two same-seed builds publish the same bytes.
+            build_info = {"config": published_config(cfg), "images": len(plan.images), "crops": len(plan.crops),
                           "skipped": plan.skipped, "image_source": Path(cfg.images.dir).name if cfg.images.dir else "embedded photographs",
                           "model": shown, "layers": layers}
             content = cfg.path(cfg.site.content)
             templates = cfg.path(cfg.site.templates)
             render_site(tmp, manifest, build_info, content if content.is_dir() else None,
                         templates if templates.is_dir() else None)
+            (data_dir / "build.json").write_text(json.dumps(build_info, indent=1, sort_keys=True, allow_nan=False))
             lap("site")
-            build_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-            (data_dir / "build.json").write_text(json.dumps(build_info, indent=1, default=str))
-        _swap_in(tmp, out)
+            output.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

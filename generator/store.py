@@ -1,22 +1,30 @@
 """Stage artifacts on disk, each folder completed by a JSON sidecar.
 
-A stage writes its files into a folder named after the stage, then `meta.json`
-last, holding the schema version and the key of everything it was made from. A
-later build whose key matches skips the stage; a build interrupted before the
-sidecar was written redoes it.
+A stage writes its files into a folder named by the key of everything it was made
+from, then `meta.json` last, holding the schema version, the key and the sha256 of
+every file beside it. A later build whose key matches, and whose files still match
+their digests, skips the stage; a build interrupted before the sidecar was written,
+or a file damaged since, redoes it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from .errors import AtlasError
+
+# 2: meta.json lists every file's sha256.
+SCHEMA_VERSION = 2
+META = "meta.json"
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def make_key(*parts: Any) -> str:
@@ -29,25 +37,50 @@ def array_digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:20]
 
 
-def is_complete(folder: Path, key: str) -> bool:
-    meta = folder / "meta.json"
-    if not meta.is_file():
-        return False
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shown(folder: Path, name: str = "") -> str:
+    """A cache file as a message names it: <stage>/<key>/<file>."""
+    return "/".join(x for x in (folder.parent.name, folder.name, name) if x)
+
+
+def is_complete(folder: Path, key: str, note: Callable[[str], None] = lambda m: None) -> bool:
+    """Whether `folder` holds its stage's artifact for `key`, every file as it was written.
+
+    A damaged file is named through `note`, and the folder counts as not done.
+    """
     try:
-        data = json.loads(meta.read_text())
+        data = json.loads((folder / META).read_text())
     except (OSError, ValueError):
         return False
-    return data.get("key") == key and data.get("schema") == SCHEMA_VERSION
+    if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA_VERSION \
+            or not isinstance(data.get("files"), dict):
+        return False
+    for name, digest in data["files"].items():
+        try:
+            intact = file_digest(folder / name) == digest
+        except OSError:
+            intact = False
+        if not intact:
+            note(f"cache: {_shown(folder, name)} is damaged; recomputing")
+            return False
+    return True
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "meta.json").read_text())
+    return json.loads((folder / META).read_text())
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False))
     os.replace(tmp, path)
 
 
@@ -57,12 +90,57 @@ def save_array(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def allocate_array(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A .npy memmap whose disk blocks are reserved now.
+
+    A page written into a sparse file on a full disk kills the process with SIGBUS; with
+    the blocks reserved, a full disk is an OSError here instead.
+    """
+    # Written (sparse) and unmapped first: a mapping left open by the error would hold the disk busy.
+    sparse = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    del sparse
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    return np.lib.format.open_memmap(path, "r+")
+
+
 def mark_complete(folder: Path, key: str, **info: Any) -> None:
-    write_json(folder / "meta.json", {"schema": SCHEMA_VERSION, "key": key, **info})
+    files = {p.name: file_digest(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != META and ".tmp" not in p.name}
+    write_json(folder / META, {"schema": SCHEMA_VERSION, "key": key, "files": files, **info})
 
 
 def start(folder: Path) -> Path:
     """Make `folder` ready for a fresh run of its stage: no sidecar means not done."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").unlink(missing_ok=True)
+    (folder / META).unlink(missing_ok=True)
     return folder
+
+
+@contextmanager
+def writing(folder: Path) -> Iterator[None]:
+    """Turn a full disk while writing into `folder` into one line that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FULL_DISK:
+            raise
+        raise AtlasError(f"no space left to write {folder}: free space on that disk, or choose another "
+                         "--cache or --out") from None
+
+
+def ensure(folder: Path, key: str, make: Callable[[Path], dict | None],
+           note: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """`folder`'s sidecar for `key`, running `make(folder)` first unless the folder is complete.
+
+    `make` writes the stage's files into the folder and returns extra sidecar fields.
+    """
+    if not is_complete(folder, key, note):
+        with writing(folder):
+            start(folder)
+            mark_complete(folder, key, **(make(folder) or {}))
+    return read_meta(folder)

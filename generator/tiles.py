@@ -151,7 +151,8 @@ def write_atlas(
                  for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
         fidelities.extend(icons.fidelity.tolist())
         (folder / f"level-{level.size}.json").write_text(json.dumps({"size": level.size, "cells": cells},
-                                                                    separators=(",", ":"), sort_keys=True))
+                                                                    separators=(",", ":"), sort_keys=True,
+                                                                    allow_nan=False))
         compact = [[c["x"], c["y"], c["count"], c["fidelity"], [v for pair in c["top"] for v in pair]]
                    for c in cells]
         _write_script(folder / f"level-{level.size}.js", f"{aid}/level-{level.size}", {"cells": compact})
@@ -189,7 +190,8 @@ def write_atlas(
 def write_manifest(data_dir: Path, atlases: list[dict], class_names: list[str], title: str) -> dict:
     """Write manifest.json and, for the viewer, one atlas.js per atlas with the class names."""
     manifest = {"schema": DATA_SCHEMA, "title": title, "classes": class_names, "atlases": atlases}
-    (data_dir / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True))
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True,
+                                                       allow_nan=False))
     others = [{"id": a["id"], "layer": a["layer"], "thumb": a["thumb"], "script": a["script"]} for a in atlases]
     for atlas in atlases:
         _write_script(data_dir / atlas["script"], atlas["id"],
@@ -203,7 +205,10 @@ def _write_script(path: Path, key: str, payload) -> None:
 
 
 def js_json(value) -> str:
-    """JSON that is also safe inside a <script> element or an HTML attribute: no '<', '>' or '&' appears."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    """JSON that is also safe inside a <script> element or an HTML attribute: no '<', '>' or '&' appears.
+
+    NaN and Infinity are no JSON: a value like that is a bug upstream, and fails here rather than in a browser.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

@@ -1,4 +1,6 @@
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -6,6 +8,9 @@ import pytest
 from generator import pipeline
 from generator.errors import AtlasError
 from generator.icons import render as render_module
+from generator.progress import Reporter
+
+from .conftest import TESTS
 
 
 def _tree(folder):
@@ -33,20 +38,20 @@ def test_build_writes_a_complete_site(tiny_config):
         assert len(atlas["class_scripts"]) == 1  # the tiny model's 6 classes fit one script
         assert (out / "explore" / f"{atlas['id']}.html").is_file()
     assert (out / "index.html").is_file()
-    build = json.loads((out / "data" / "build.json").read_text())
-    assert set(build["timings_s"]) >= {"activations", "layout", "grid", "icons", "site"}
+    assert set(result.timings) >= {"activations", "layout", "grid", "icons", "site"}
 
 
 def test_rebuild_skips_every_stage_and_gives_the_same_files(tiny_config, monkeypatch):
-    cfg = tiny_config()
+    cfg = tiny_config(icons={"batch_size": 0})
     first = _tree(pipeline.build(cfg).out_dir)
     calls = []
     monkeypatch.setattr(render_module, "_render_batch", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(pipeline, "plan_samples", lambda *a, **k: calls.append(1))
+    # Preparing the icon network (surgery, tape and their checks) is most of a cached build's time.
+    monkeypatch.setattr(render_module, "prepare", lambda *a, **k: calls.append(1))
     second = _tree(pipeline.build(cfg).out_dir)
     assert calls == []
-    assert {k: v for k, v in first.items() if k != "data/build.json"} == \
-        {k: v for k, v in second.items() if k != "data/build.json"}
+    assert first == second
 
 
 def test_adding_a_level_renders_only_its_icons(tiny_config, monkeypatch):
@@ -112,6 +117,7 @@ def test_same_seed_same_icons(tiny_config, tmp_path):
     cells_b = [_cells(b.out_dir, lv) for lv in b.manifest["atlases"][1]["level_data"]]
     assert cells_a == cells_b
     assert np.isfinite([c["fidelity"] for c in cells_a[0]]).all()
+    assert _tree(a.out_dir) == _tree(b.out_dir)  # every published file, byte for byte
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(tiny_config, monkeypatch):
@@ -143,3 +149,143 @@ def test_a_whitened_build_renders_its_own_icons(tiny_config):
     tile = f"features-2/2-{level['tiles'][0]}.webp"
     assert (plain.out_dir / "data" / tile).read_bytes() != (whitened.out_dir / "data" / tile).read_bytes()
     assert whitened.manifest["atlases"][0]["fidelity_mean"] > 0
+
+
+class _Notes(Reporter):
+    def __init__(self):
+        self.lines = []
+
+    def note(self, message):
+        self.lines.append(message)
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"{name} in published JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_readme_in_the_output_folder_survives(tiny_config):
+    cfg = tiny_config()
+    out = cfg.path(cfg.out)
+    (out / ".git").mkdir(parents=True)
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (out / "README.md").write_text("# my atlas\n")
+    pipeline.build(cfg)
+    pipeline.build(tiny_config(seed=1))
+    assert (out / "README.md").read_text() == "# my atlas\n"
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (out / "index.html").is_file()
+
+
+def test_damaged_cache_files_are_recomputed_and_named(tiny_config):
+    cfg = tiny_config()
+    first = _tree(pipeline.build(cfg).out_dir)
+    cache = cfg.path(cfg.cache)
+    rng = np.random.default_rng(0)
+    damaged = []
+    # The second layer's activations: recomputed alone, they must still come out as when both layers were.
+    for stage, name, how in [("images", "samples.json", "truncate"), ("activations", "activations.npy", "truncate"),
+                             ("layout", "layout.npy", "random"), ("grid", "directions.npy", "random")]:
+        path = next(p for p in (cache / stage).glob(f"*/{name}")
+                    if json.loads((p.parent / "meta.json").read_text()).get("layer", "features.4") == "features.4")
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2] if how == "truncate" else rng.bytes(len(data)))
+        damaged.append(f"cache: {stage}/{path.parent.name}/{name} is damaged; recomputing")
+    batch = sorted((cache / "icons" / "features.2").glob("*.npz"))[0]
+    batch.write_bytes(batch.read_bytes()[:100])
+    notes = _Notes()
+    second = _tree(pipeline.build(cfg, notes).out_dir)
+    assert set(damaged) <= set(notes.lines)
+    assert f"cache: icons/features.2/{batch.name} is damaged; rendering it again" in notes.lines
+    assert second == first
+    third = _Notes()
+    pipeline.build(cfg, third)
+    assert not [line for line in third.lines if "damaged" in line]
+
+
+def test_a_full_cache_disk_is_one_line(tiny_config, monkeypatch):
+    cfg = tiny_config()
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(AtlasError, match=r"activations.*free space"):
+        pipeline.build(cfg)
+    assert not cfg.path(cfg.out).exists()
+
+
+def test_unwritable_output_or_cache_fails_before_any_work(tiny_config, tmp_path, monkeypatch):
+    import subprocess
+
+    import generator.models
+
+    monkeypatch.setattr(pipeline, "stage_images", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(generator.models, "load_model", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(AtlasError, match="a-file, a file, not a folder"):  # caught with the config's problems
+        pipeline.build(tiny_config(out=str(tmp_path / "a-file" / "site")))
+    locked = tmp_path / "locked"  # root writes through file modes, so a read-only disk it is
+    locked.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)], capture_output=True).returncode:
+        pytest.skip("needs permission to mount a tmpfs")
+    try:
+        with pytest.raises(AtlasError, match="cannot write in .*--out"):
+            pipeline.build(tiny_config(out=str(locked / "site")))
+        with pytest.raises(AtlasError, match="cannot write in .*--cache"):
+            pipeline.build(tiny_config(cache=str(locked / "cache")))
+    finally:
+        subprocess.run(["umount", "--lazy", str(locked)])
+
+
+def test_the_published_site_names_no_path_of_the_build_machine(tiny_config, tmp_path, image_dir):
+    result = pipeline.build(tiny_config())
+    build = _strict_json((result.out_dir / "data" / "build.json").read_text())
+    assert build["config"]["images"]["dir"] == image_dir.name
+    assert build["config"]["model"]["name"] == "tiny_model.py:tiny"
+    assert "out" not in build["config"] and "cache" not in build["config"]
+    for name, data in _tree(result.out_dir).items():
+        for path in (str(tmp_path), str(image_dir), str(TESTS)):
+            assert path.encode() not in data, (name, path)
+
+
+HUGE_MODEL = '''
+import torch
+from torch import nn
+
+INPUT_SIZE = 48
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+LAYERS = ("features.1",)
+CLASS_NAMES = ["a", "b", "c"]
+
+
+def huge():
+    torch.manual_seed(7)
+    net = nn.Sequential()
+    net.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+    with torch.no_grad():
+        net.features[0].weight *= 1e6  # activations far past float16's largest value, 65504
+        net.features[0].bias *= 1e6
+    net.pool = nn.AdaptiveAvgPool2d(1)
+    net.flatten = nn.Flatten()
+    net.head = nn.Linear(8, 3)
+    return net.eval()
+'''
+
+
+def test_activations_past_float16_range_stay_finite(tiny_config, tmp_path):
+    (tmp_path / "huge.py").write_text(HUGE_MODEL)
+    cfg = tiny_config(model={"name": f"{tmp_path / 'huge.py'}:huge"}, collect={"layers": ["features.1"]})
+    result = pipeline.build(cfg)
+    folder = next(cfg.path(cfg.cache).glob("activations/*"))
+    vectors = np.load(folder / "activations.npy")
+    assert vectors.dtype == np.float32 and np.isfinite(vectors).all() and np.abs(vectors).max() > 65504
+    assert json.loads((folder / "meta.json").read_text())["activations_dtype"] == "float32"
+    for level in result.manifest["atlases"][0]["level_data"]:
+        cells = _strict_json((result.out_dir / "data" / level["cells_json"]).read_text())["cells"]
+        assert cells and all(np.isfinite(c["fidelity"]) for c in cells)
+    _strict_json((result.out_dir / "data" / "manifest.json").read_text())

@@ -1,13 +1,18 @@
 """The optimization loop: icons for many directions at once, and their fidelity.
 
-Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, 3) uint8 and
-`fidelity` (B,) float32, one file per batch of directions. A batch's key covers the
-model, layer, its directions and the render settings, so unchanged batches are never
-rendered twice and an interrupted build resumes at the first missing batch.
+Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, 3) uint8,
+`fidelity` and `objective` (B,) float32 and `digest`, their sha256, one file per batch
+of directions. A batch's key covers the model, layer, its directions and the render
+settings, so unchanged batches are never rendered twice and an interrupted build
+resumes at the first missing batch; a batch that fails its digest is rendered again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -16,8 +21,8 @@ import numpy as np
 import torch
 
 from ..models import LoadedModel
-from ..store import array_digest, make_key
-from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
+from ..store import array_digest, make_key, write_json
+from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory, total_memory
 from .network import LayerFn, layer_fn, pick_precision
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
@@ -128,6 +133,41 @@ def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSett
     return icons, scores[pick].numpy().astype(np.float32), objective.cpu().view(s.tries, count)[pick].numpy()
 
 
+def _digest(part: tuple[np.ndarray, ...]) -> str:
+    h = hashlib.sha256()
+    for array in part:
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def save_batch(path: Path, part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, icons=part[0], fidelity=part[1], objective=part[2], digest=_digest(part))
+    tmp.replace(path)
+
+
+def _read_memo(path: Path | None) -> dict:
+    try:
+        known = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def load_batch(path: Path, count: int, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A cached batch of `count` icons, or None where it is missing, truncated or damaged."""
+    try:
+        with np.load(path) as saved:
+            part = (saved["icons"], saved["fidelity"], saved["objective"])
+            digest = str(saved["digest"])
+    except (OSError, ValueError, KeyError, EOFError, struct.error, zipfile.BadZipFile):
+        return None
+    if digest != _digest(part) or part[0].shape != (count, size_px, size_px, 3):
+        return None
+    return part
+
+
 class RenderedIcons(NamedTuple):
     icons: np.ndarray  # (M, S, S, 3) uint8
     fidelity: np.ndarray  # (M,) float32: cosine of direction and the untransformed icon's centre activation
@@ -155,6 +195,7 @@ def render_icons(
     has_start: np.ndarray | None = None,
     whiten: np.ndarray | None = None,
     precision: str = "auto",
+    note: Callable[[str], None] = lambda m: None,
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
@@ -165,11 +206,32 @@ def render_icons(
     icons finished. With `whiten` (see objectives.whitening), the objective aims at
     `whiten @ direction` and fidelity is still read against the direction. `precision`
     is the network's number format while optimizing ("auto", "float32", "bfloat16");
-    fidelity is always read in float32.
+    fidelity is always read in float32. A damaged cached batch is named through `note`.
     """
     dev = pick_device(device)
     precision = pick_precision(precision, dev)
-    forward, scorer, settings = prepare(model, layer, dev, precision, settings)
+    prepared: list = []
+
+    def network() -> list:
+        """The prepared networks, made only once a batch needs rendering: a cached build skips their surgery."""
+        nonlocal settings
+        if not prepared:
+            forward, scorer, settings = prepare(model, layer, dev, precision, settings)
+            prepared.extend((forward, scorer))
+        return prepared
+
+    if not settings.batch_size:
+        memo = cache_dir / "batch-size.json" if cache_dir else None
+        memo_key = make_key("batch size", model.spec, model.weights_id, layer, settings.size_px, settings.tries,
+                            precision, dev.type, total_memory(dev))
+        known = _read_memo(memo)
+        if memo_key in known:
+            settings = replace(settings, batch_size=int(known[memo_key]))
+        else:
+            network()
+            if memo is not None:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                write_json(memo, {**known, memo_key: settings.batch_size})
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     settings_key = asdict(settings)
     for first in range(0, len(directions), settings.batch_size):
@@ -185,18 +247,16 @@ def render_icons(
         key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
                        *extras)
         path = cache_dir / f"{key}.npz" if cache_dir else None
-        if path is not None and path.is_file():
-            with np.load(path) as saved:
-                parts.append((saved["icons"], saved["fidelity"], saved["objective"]))
-        else:
-            batch_seed = int(key[:15], 16)
-            parts.append(_render_batch(forward, model, layer, torch.from_numpy(batch), settings, batch_seed, dev,
-                                       batch_start, batch_has, whiten, scorer))
+        part = load_batch(path, len(batch), settings.size_px) if path is not None and path.is_file() else None
+        if part is None and path is not None and path.is_file():
+            note(f"cache: icons/{path.parent.name}/{path.name} is damaged; rendering it again")
+        if part is None:
+            forward, scorer = network()
+            part = _render_batch(forward, model, layer, torch.from_numpy(batch), settings, int(key[:15], 16), dev,
+                                 batch_start, batch_has, whiten, scorer)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, icons=parts[-1][0], fidelity=parts[-1][1], objective=parts[-1][2])
-                tmp.replace(path)
+                save_batch(path, part)
+        parts.append(part)
         progress(len(batch))
     model.net.to("cpu", memory_format=torch.contiguous_format)
     if not parts:
