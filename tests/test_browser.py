@@ -343,10 +343,32 @@ def test_serve_shows_a_failed_rebuild_over_the_open_page(browser, tmp_path):
         assert watcher.poll() == "pages" and watcher.version == 1
         visit.page.wait_for_function("document.querySelector('h1').textContent === 'Second'", timeout=5000)
         assert visit.page.locator("[role=alert]").count() == 0
+        # Every authoring mistake shows there with its file and line.
+        templates = project / "templates"
+        templates.mkdir()
+        mistakes = [(page, "---\ntitle: Third\nHello.\n", "content/index.md:1: the front matter opened here"),
+                    (page, "---\ntitle: Third\n---\nSee {{< layers\n", "content/index.md:4: unclosed shortcode"),
+                    (templates / "page.html", '{% extends "base.html" %}\n{% block main %}\n{% if %}\n{% endblock %}\n',
+                     "templates/page.html:3:")]
+        for n, (path, text, expected) in enumerate(mistakes, 3):
+            if path.parent == templates:
+                page.write_text("---\ntitle: Third\n---\nHello.\n")
+                (project / "content" / "notes.md").write_text("---\ntitle: Notes\n---\nA page of page.html.\n")
+            path.write_text(text)
+            os.utime(path, ns=(0, path.stat().st_mtime_ns + n * 2_000_000_000))
+            assert watcher.poll() == "pages" and watcher.version == 1
+            visit.page.wait_for_function(
+                f"(b => b && b.textContent.includes({json.dumps(expected)}))(document.querySelector('[role=alert]'))",
+                timeout=5000)
+        (templates / "page.html").unlink()
+        os.utime(page, ns=(0, page.stat().st_mtime_ns + 20_000_000_000))
+        assert watcher.poll() == "pages" and watcher.version == 2
+        visit.page.wait_for_function("document.querySelector('h1').textContent === 'Third'", timeout=5000)
+        assert visit.page.locator("[role=alert]").count() == 0
         # A config with several problems shows every one of them.
         (project / "atlas.toml").write_text('out = "site"\nseed = -1\n[icons]\nsteps = 0\n')
         os.utime(project / "atlas.toml", ns=(0, (project / "atlas.toml").stat().st_mtime_ns + 2_000_000_000))
-        assert watcher.poll() == "build" and watcher.version == 1
+        assert watcher.poll() == "build" and watcher.version == 2
         banner.wait_for(timeout=5000)
         text = visit.page.locator("[role=alert]").text_content()
         assert "seed" in text and "icons.steps" in text

@@ -170,7 +170,7 @@ def test_embed_in_a_cross_origin_iframe_follows_its_size_and_leaves_the_wheel_to
     root, host = course_host
     (root / "week3.html").write_text("<!doctype html><html lang=en><title>Course notes</title><link rel=icon href='data:,'><main><h1>Week 3</h1>"
                                      f"<p>Read the map below.</p>{code}<div style='height: 1500px'></div></main>")
-    visit = Visit(browser, host + "week3.html", viewport=(1400, 900))
+    visit = Visit(browser, host + "week3.html", viewport=(1400, 900), has_touch=True)
     page = visit.page
     page.evaluate("document.querySelector('iframe').style.width = '1280px'")
     child = next(f for f in page.frames if f != page.main_frame)
@@ -213,6 +213,22 @@ def test_embed_in_a_cross_origin_iframe_follows_its_size_and_leaves_the_wheel_to
     page.mouse.wheel(0, -300)
     page.wait_for_timeout(300)
     assert child.evaluate(f"{VIEWER}.view.z") > 1.2
+    # At a phone's width, a tap in the frame pins the card of the cell under the finger.
+    page.evaluate("document.querySelector('iframe').style.width = '340px'")
+    child.evaluate(f"{VIEWER}.setView({{cx: 0.5, cy: 0.5, z: 1}})")
+    page.wait_for_timeout(300)
+    atlas = manifest["atlases"][0]
+    child.wait_for_function(f"(v => v.atlas && v.cells[v.levelIndex()])({VIEWER})")
+    level = atlas["level_data"][child.evaluate(f"{VIEWER}.levelIndex()")]
+    cell = max(_cells(folder, level), key=lambda c: c["count"])
+    at = child.evaluate(f"{VIEWER}.toScreen({(cell['x'] + 0.5) / level['size']}, {(cell['y'] + 0.5) / level['size']})")
+    frame_box = child.locator(".viewer").bounding_box()
+    page.touchscreen.tap(frame_box["x"] + at[0], frame_box["y"] + at[1])
+    card = child.locator(".tooltip")
+    card.wait_for(state="visible", timeout=2000)
+    assert manifest["classes"][cell["top"][0][0]] in card.inner_text()
+    child.locator(".viewer").press("Escape")
+    assert not card.is_visible()
     assert visit.problems == []
     visit.close()
 
