@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generator.tiles import DATA_SCHEMA
+
 from .test_site import local_references
 
 pytestmark = pytest.mark.slow
@@ -16,7 +18,7 @@ def test_quick_build_output_tree_and_manifest(quick_site):
     site, log = quick_site
     assert "preset quick: icons 40 px, 32 steps (24 when warm-started), 1 try" in log
     manifest = json.loads((site / "data" / "manifest.json").read_text())
-    assert manifest["schema"] == 2 and len(manifest["classes"]) == 1000
+    assert manifest["schema"] == DATA_SCHEMA and len(manifest["classes"]) == 1000
     assert len(manifest["atlases"]) >= 2
     for atlas in manifest["atlases"]:
         assert atlas["model"] == "efficientnet_lite0"

@@ -846,6 +846,8 @@
     this.viewer = viewer;
     this.node = viewer.root.querySelector(".share");
     if (!this.node) return;
+    // Filled as the panel opens, so that what it shows is there at once.
+    this.node.querySelector("summary").addEventListener("click", function () { self.fill(); });
     this.node.addEventListener("toggle", function () { self.refresh(); });
     this.node.querySelector(".copy-link").addEventListener("click", function () {
       copy(self.node.querySelector(".share-link"), this);
@@ -857,8 +859,12 @@
 
   // The link and embed code are made only while the panel is open.
   Share.prototype.refresh = function () {
+    if (this.node && this.node.open) this.fill();
+  };
+
+  Share.prototype.fill = function () {
     var v = this.viewer;
-    if (!this.node || !this.node.open || !v.atlas) return;
+    if (!v.atlas) return;
     var view = v.viewString(), root = v.siteRoot;
     var page = v.mode === "explorer" ? new URL(v.atlas.id + ".html", window.location.href).href :
       new URL(root + "explore/" + v.atlas.id + ".html", window.location.href).href;
