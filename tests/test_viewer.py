@@ -214,6 +214,8 @@ def test_embed_in_a_cross_origin_iframe_follows_its_size_and_leaves_the_wheel_to
     page.wait_for_timeout(300)
     assert child.evaluate(f"{VIEWER}.view.z") > 1.2
     # At a phone's width, a tap in the frame pins the card of the cell under the finger.
+    child.locator(".viewer").press("Escape")  # the click above pinned the card of the cell it hit
+    assert not child.locator(".tooltip").is_visible()
     page.evaluate("document.querySelector('iframe').style.width = '340px'")
     child.evaluate(f"{VIEWER}.setView({{cx: 0.5, cy: 0.5, z: 1}})")
     page.wait_for_timeout(300)
@@ -263,6 +265,8 @@ def test_zoom_stops_at_the_finest_level_and_says_so(browser, site):
     page.locator(".viewer").focus()
     for _ in range(25):
         page.keyboard.press("+")
+    visit.settled()  # the finest level's cells arrive, and the cursor's cell is read out
+    page.keyboard.press("+")
     view = page.evaluate(f"{VIEWER}.view")
     finest = atlas["level_data"][-1]
     assert page.evaluate(f"{VIEWER}.levelIndex()") == len(atlas["level_data"]) - 1
