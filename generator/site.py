@@ -172,7 +172,7 @@ def _template_place(env: jinja2.Environment, filename: str, line: int | None) ->
     return None
 
 
-def template_error(exc: jinja2.TemplateError, env: jinja2.Environment, name: str, for_what: str = "") -> AtlasError:
+def template_error(exc: Exception, env: jinja2.Environment, name: str, for_what: str = "") -> AtlasError | None:
     """A template's mistake as one line naming the file and line at fault, not the one that included it."""
     place = None
     if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
@@ -185,10 +185,12 @@ def template_error(exc: jinja2.TemplateError, env: jinja2.Environment, name: str
             if Path(filename).is_absolute():
                 place = _template_place(env, filename, tb.tb_lineno) or place
             tb = tb.tb_next
+    if not isinstance(exc, jinja2.TemplateError) and place is None:
+        return None  # not raised by template code: a bug of ours
     if isinstance(exc, jinja2.TemplateNotFound):
         message = f"template {exc.name!r} not found"
     else:
-        message = exc.message or type(exc).__name__
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     context = f" (rendering {name}{' for ' + for_what if for_what else ''})"
     return AtlasError(f"{place or name}: {message}{context}")
 
@@ -204,6 +206,11 @@ def render_template(env: jinja2.Environment, template: str | jinja2.Template, va
         return template.render(**values)
     except jinja2.TemplateError as exc:
         raise template_error(exc, env, name, for_what) from None
+    except TypeError as exc:  # a macro called with the wrong arguments, say an override made for an older viewer
+        error = template_error(exc, env, name, for_what)
+        if error is None:
+            raise
+        raise error from None
 
 
 def viewer_renderer(env: jinja2.Environment, atlases: list[dict]) -> Callable[..., str]:
@@ -216,10 +223,14 @@ def viewer_renderer(env: jinja2.Environment, atlases: list[dict]) -> Callable[..
 
     def viewer(atlas: dict, root: str, mode: str, view: dict | None = None, caption: str = "", height: int = 0,
                alt: str = "", for_what: str = "") -> str:
-        return render_template(env, call, {"atlas": atlas, "atlases": atlases, "root": root, "mode": mode,
-                                           "view": json.dumps(view, sort_keys=True) if view else "",
-                                           "caption": caption, "height": height, "alt": alt},
-                               "viewer.html", for_what)
+        values = {"atlas": atlas, "atlases": atlases, "root": root, "mode": mode,
+                  "view": json.dumps(view, sort_keys=True) if view else "", "caption": caption, "height": height,
+                  "alt": alt}
+        try:
+            return render_template(env, call, values, "viewer.html", for_what)
+        except TypeError as exc:  # a project's viewer.html made for another version of the macro
+            where = _template_place(env, env.get_template("viewer.html").filename, None) or "viewer.html"
+            raise AtlasError(f"{where}: the viewer macro is called as viewer({', '.join(values)}): {exc}") from None
 
     return viewer
 

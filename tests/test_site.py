@@ -265,6 +265,9 @@ def test_template_mistakes_name_the_broken_file_and_line(tmp_path):
     viewer = "{% macro viewer(atlas, atlases, root, mode, view, caption, height, alt) %}\n<div>\n{{ atlas.nothing }}\n</div>\n{% endmacro %}\n"
     with pytest.raises(AtlasError, match=r"^templates/viewer\.html:3: .*nothing.* \(rendering viewer\.html for content/index\.md:2\)"):
         _site(tmp_path / "macro", "Intro\n{{< atlas >}}\n", templates={"viewer.html": viewer})
+    old = viewer.replace(", alt)", ")")  # an override made for the macro before it took alt
+    with pytest.raises(AtlasError, match=r"^templates/viewer\.html: the viewer macro is called as viewer\(atlas, .*alt\)"):
+        _site(tmp_path / "old", "Intro\n{{< atlas >}}\n", templates={"viewer.html": old})
     with pytest.raises(AtlasError, match=r"^templates/page\.html:1: template 'nope\.html' not found"):
         _site(tmp_path / "missing", "# Home\n", files={"about.md": "About\n"},
               templates={"page.html": "{% include 'nope.html' %}\n"})
