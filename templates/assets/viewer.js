@@ -182,13 +182,12 @@
     if (this.ownsHash && (hash.layer || hash.x)) start = hash;
     var first = this.loader.knows(start.layer) ? start.layer : root.getAttribute("data-atlas");
     bindInput(this);
-    var self = this;
     // An atlas in an article loads when the reader comes near it, not with the page.
     if (this.mode === "inline" && window.IntersectionObserver) {
       var watch = new IntersectionObserver(function (entries) {
         if (!entries.some(function (e) { return e.isIntersecting; })) return;
         watch.disconnect();
-        self.open(first, start);
+        viewer.open(first, start);
       }, { rootMargin: "300px 0px" });
       watch.observe(root);
     } else {
