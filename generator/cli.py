@@ -14,6 +14,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build explorable activation atlases of an image classifier as a static website.")
 
 
+def _help(key: str) -> str:
+    """An option's help and default, as declared once in options.py."""
+    from .options import BY_KEY, toml_value
+
+    option = BY_KEY[key]
+    shown = f" Default: {toml_value(option.default)}." if option.default not in ("", ()) else ""
+    return option.help + shown
+
+
 def _fail(message: str) -> None:
     """Print `message` as `error: ...`; the lines after the first (one problem each) are indented below it."""
     first, *rest = message.splitlines() or [""]
@@ -26,14 +35,13 @@ def _fail(message: str) -> None:
 def build(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="atlas.toml with build settings "
                                                                         "(default: ./atlas.toml if there)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default: site)."),
-    model: Optional[str] = typer.Option(None, help="efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
-                                                   "or path/to/file.py:factory."),
-    images: Optional[str] = typer.Option(None, help="Folder of images (default: embedded photographs)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names; see `atlas layers`."),
-    preset: Optional[str] = typer.Option(None, help="quick, default or full."),
-    seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same site."),
-    cache: Optional[str] = typer.Option(None, help="Cache folder (default: .atlas-cache)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help=_help("out")),
+    model: Optional[str] = typer.Option(None, help=_help("model.name")),
+    images: Optional[str] = typer.Option(None, help=_help("images.dir")),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated. " + _help("collect.layers")),
+    preset: Optional[str] = typer.Option(None, help=_help("preset")),
+    seed: Optional[int] = typer.Option(None, help=_help("seed")),
+    cache: Optional[str] = typer.Option(None, help=_help("cache")),
 ) -> None:
     """Build the atlas site."""
     if config is None and Path("atlas.toml").is_file():

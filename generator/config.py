@@ -1,5 +1,8 @@
 """Typed build configuration: defaults, presets, the TOML file and command-line values.
 
+The settings themselves, their defaults and the values they allow are declared once, in
+options.py; the dataclasses here are made from that table.
+
 Precedence, lowest first: built-in defaults, the preset, `atlas.toml`, command-line
 options. Every invalid value is reported at once, with its key path.
 """
@@ -7,97 +10,45 @@ options. Every invalid value is reported at once, with its key path.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import AtlasError
+from .options import BY_KEY, OPTIONS, PRESET_NAMES, SECTIONS, section_options
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, before it joined the standard library
     import tomli as tomllib
 
-DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = BY_KEY["model.name"].default
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = DEFAULT_MODEL
-    checkpoint: str = ""  # optional state-dict file for a user's own model
-    labels: str = ""  # optional text file, one class name a line
+def _section_class(section: str) -> type:
+    """A frozen dataclass of `section`'s options (the top-level ones for ""), each defaulting as declared."""
+    specs = [(o.name, type(o.default), field(default=o.default)) for o in section_options(section)]
+    if not section:
+        specs += [(s, _SECTION_CLASSES[s], field(default_factory=_SECTION_CLASSES[s])) for s in SECTIONS if s]
+        # The folder that relative paths in the config are taken from: set by load_config, not a setting.
+        specs.append(("base_dir", str, field(default=".")))
+    name = f"{section.capitalize()}Config" if section else "Config"
+    namespace = {"path": _path} if not section else {}
+    return make_dataclass(name, specs, frozen=True, namespace=namespace)
 
 
-@dataclass(frozen=True)
-class ImagesConfig:
-    dir: str = ""  # empty: the embedded default photographs
-    crops_per_image: int = 0  # 0: 1 for a user's folder, `default_crops` for the embedded set
-    default_crops: int = 600  # random crops over the embedded photographs
-    max_images: int = 0  # 0: no limit
+def _path(self, value: str) -> Path:
+    """A path from the config, resolved against the config file's folder."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-@dataclass(frozen=True)
-class CollectConfig:
-    layers: tuple[str, ...] = ()  # empty: the model's default layers
-    positions_per_image: int = 4
-    batch_size: int = 16
-
-
-@dataclass(frozen=True)
-class LayoutConfig:
-    method: str = "umap"
-    n_neighbors: int = 20
-    min_dist: float = 0.25  # few thousand points: tighter settings leave most grid cells empty
-    clip_percentile: float = 1.0
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    levels: tuple[int, ...] = (8, 16, 32)
-    min_count: int = 2
-    top_classes: int = 5
-
-
-@dataclass(frozen=True)
-class IconsConfig:
-    size_px: int = 80
-    steps: int = 128
-    tries: int = 1
-    batch_size: int = 0  # 0: chosen from the device's memory
-    learning_rate: float = 0.05
-    cossim_power: float = 2.0
-    warm_start: bool = True  # start each finer level's icons from their parent cells' icons
-    whiten: bool = False  # aim at the direction whitened by the activations' second moments (Lucid's option)
-    device: str = "auto"
-    precision: str = "auto"  # the network's number format while optimizing: auto, float32, bfloat16
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    title: str = "Activation Atlas"
-    content: str = "content"  # folder of markdown pages, relative to the config file
-    templates: str = "templates"  # folder of template overrides, relative to the config file
-
-
-@dataclass(frozen=True)
-class Config:
-    preset: str = "default"
-    seed: int = 0
-    out: str = "site"
-    cache: str = ".atlas-cache"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    images: ImagesConfig = field(default_factory=ImagesConfig)
-    collect: CollectConfig = field(default_factory=CollectConfig)
-    layout: LayoutConfig = field(default_factory=LayoutConfig)
-    grid: GridConfig = field(default_factory=GridConfig)
-    icons: IconsConfig = field(default_factory=IconsConfig)
-    site: SiteConfig = field(default_factory=SiteConfig)
-    base_dir: str = "."  # folder that relative paths in the config are taken from
-
-    def path(self, value: str) -> Path:
-        """A path from the config, resolved against the config file's folder."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else Path(self.base_dir) / p
+_SECTION_CLASSES: dict[str, type] = {}
+for _section in SECTIONS[1:]:
+    _SECTION_CLASSES[_section] = _section_class(_section)
+ModelConfig, ImagesConfig, CollectConfig, LayoutConfig, GridConfig, IconsConfig, SiteConfig = \
+    (_SECTION_CLASSES[s] for s in SECTIONS[1:])
+Config = _section_class("")
 
 
 # Each preset is a partial config, in the same shape as atlas.toml.
@@ -117,68 +68,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "icons": {"size_px": 80, "steps": 512, "tries": 2},
     },
 }
-
-CHOICES = {
-    "layout.method": ("umap", "tsne"),
-    "icons.device": ("auto", "cpu", "cuda"),
-    "icons.precision": ("auto", "float32", "bfloat16"),
-    "preset": tuple(PRESETS),
-}
-
-
-@dataclass(frozen=True)
-class Range:
-    """The numbers a key allows: from `low` to `high` (None: no upper bound), each end open or closed."""
-
-    low: float
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    text: str = ""  # the message, where the derived one would not say what a value means
-
-    def __contains__(self, value: float) -> bool:
-        low_ok = value > self.low if self.low_open else value >= self.low
-        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return low_ok and high_ok
-
-    def describe(self) -> str:
-        if self.text:
-            return self.text
-        low, high = _number(self.low), _number(self.high)
-        if high is None:
-            return f"must be {'>' if self.low_open else '>='} {low}"
-        if self.low_open or self.high_open:
-            return (f"must be {'above' if self.low_open else 'at least'} {low} "
-                    f"and {'below' if self.high_open else 'at most'} {high}")
-        return f"must be {low} to {high}"
-
-
-def _number(x: float | None) -> str | None:
-    if x is None:
-        return None
-    return str(int(x)) if float(x).is_integer() else repr(x)
-
-
-RANGES = {
-    "seed": Range(0, 2**32 - 1),  # numpy and torch take seeds below 2**32
-    "images.crops_per_image": Range(0),
-    "images.default_crops": Range(1),
-    "images.max_images": Range(0),
-    "collect.positions_per_image": Range(1, 64),
-    "collect.batch_size": Range(1),
-    "layout.n_neighbors": Range(2, 200),
-    "layout.min_dist": Range(0, 1),
-    "layout.clip_percentile": Range(0, 50, high_open=True),  # 50 would clip every point
-    "grid.min_count": Range(1),
-    "grid.top_classes": Range(1, 20),
-    "icons.size_px": Range(16, 512),
-    "icons.steps": Range(1, 10000),
-    "icons.tries": Range(1, 16),
-    "icons.batch_size": Range(0, text="must be >= 1, or 0 to choose from the device's memory"),
-    "icons.learning_rate": Range(0, 1, low_open=True),
-    "icons.cossim_power": Range(0, 8),
-}
-GRID_SIZE = Range(1, 512)
+assert tuple(PRESETS) == PRESET_NAMES, "options.PRESET_NAMES lists the presets"
 
 
 def _value(cfg: Config, key: str) -> Any:
@@ -189,26 +79,12 @@ def _value(cfg: Config, key: str) -> Any:
 def _check(cfg: Config) -> list[str]:
     """Every problem with the values of `cfg`, as 'key = value: what is allowed'."""
     problems = []
-
-    def need(ok: bool, key: str, value: Any, allowed: str) -> None:
-        if not ok:
-            problems.append(f"{key} = {value!r}: {allowed}")
-
-    for key, choices in CHOICES.items():
-        need(_value(cfg, key) in choices, key, _value(cfg, key), "must be one of " + ", ".join(choices))
-    for key, allowed in RANGES.items():
-        need(_value(cfg, key) in allowed, key, _value(cfg, key), allowed.describe())
-    layers = cfg.collect.layers
-    need(all(isinstance(x, str) and x for x in layers) and len(set(layers)) == len(layers),
-         "collect.layers", list(layers), "must be layer names, each once")
-    levels = cfg.grid.levels
-    sizes_ok = len(levels) >= 1 and all(isinstance(n, int) and not isinstance(n, bool) and n in GRID_SIZE
-                                        for n in levels)
-    need(sizes_ok, "grid.levels", list(levels),
-         f"must be a list of grid sizes from {_number(GRID_SIZE.low)} to {_number(GRID_SIZE.high)}")
-    # Each level's files are named by its size: a repeat would overwrite another level's.
-    need(not sizes_ok or all(a < b for a, b in zip(levels, levels[1:])), "grid.levels", list(levels),
-         "must be increasing, without repeats, e.g. [8, 16, 32]")
+    for option in OPTIONS:
+        value = _value(cfg, option.key)
+        problem = option.problem(value)
+        if problem:
+            shown = list(value) if isinstance(value, tuple) else value
+            problems.append(f"{option.key} = {shown!r}: {problem}")
     return problems
 
 

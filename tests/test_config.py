@@ -142,3 +142,22 @@ def test_reads_toml_with_tomli_where_tomllib_is_missing(tmp_path):
         project = tomllib.load(f)["project"]
     assert project["requires-python"] == ">=3.10"
     assert "tomli>=2; python_version < '3.11'" in project["dependencies"]
+
+
+def test_readme_table_is_the_declared_options():
+    # The README's settings table is made from generator/options.py; an option added there shows here.
+    from generator.options import markdown_table
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- options:start -->\n", 1)[1].split("<!-- options:end -->", 1)[0]
+    assert table == markdown_table(), "README's table is stale: paste generator.options.markdown_table() into it"
+
+
+def test_every_declared_option_is_a_config_field_with_its_default():
+    from generator.options import OPTIONS
+
+    cfg = load_config(None, {"preset": "default"})
+    for option in OPTIONS:
+        section, _, name = option.key.rpartition(".")
+        assert getattr(getattr(cfg, section) if section else cfg, name) == option.default, option.key
+        assert option.problem(option.default) == "", option.key  # every default is allowed
