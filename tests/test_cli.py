@@ -54,8 +54,8 @@ def test_config_problems_print_one_a_line(tmp_path):
     assert message[1:] == [
         "  preset = 'huge': must be one of quick, default, full",
         "  seed = 4294967296: must be 0 to 4294967295",
-        "  icons.steps = -1: must be 1 to 10000",
         "  grid.levels = [16, 8]: must be increasing, without repeats, e.g. [8, 16, 32]",
+        "  icons.steps = -1: must be 1 to 10000",
         f"  cache = '{tmp_path / 'a-file'}': is a file, not a folder: choose another folder",
     ]
 
