@@ -97,7 +97,7 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> di
 
 def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path:
     """layout.npy (N, 2) float32 in [0, 1]."""
-    from .layout import fit_layout
+    from .layout import DEFAULT_FIT_SAMPLE, fit_layout
 
     lay = cfg.layout
     key = store.make_key("layout", act_folder.name, asdict(lay), cfg.seed)
@@ -106,7 +106,8 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
     def make(folder: Path) -> dict:
         with report.stage(f"Layout {layer} ({lay.method})", None):
             vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
-            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile)
+            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile,
+                            fit_sample=getattr(lay, "fit_sample", DEFAULT_FIT_SAMPLE))
         store.save_array(folder / "layout.npy", xy)
         return {"layer": layer}
 
