@@ -22,7 +22,7 @@ DEFAULT_FIT_SAMPLE = 50_000
 PLACE_NEIGHBORS = 10
 PLACE_TEMPERATURE = 0.05  # cosine similarity; a neighbour 0.05 less similar weighs 1/e as much
 PCA_DIMS = 64  # neighbour search cost scales with this; 64 found the same neighbours as 512 on clustered data
-SIMILARITY_BYTES = 1 << 28  # one chunk's (rows, fit_sample) float32 similarity matrix, at most
+SIMILARITY_BYTES = 1 << 27  # one chunk's (rows, fit_sample) float32 similarity matrix, at most
 READ_ROWS = 16_384  # rows read from the memmap at once when only their norms or projections are needed
 
 
