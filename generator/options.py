@@ -147,6 +147,8 @@ OPTIONS: tuple[Option, ...] = (
            range=Range(0, 1)),
     Option("layout.clip_percentile", 1.0, "Percent of outlying points clipped on each axis before scaling "
            "the layout to the square.", range=Range(0, 50, high_open=True)),  # 50 would clip every point
+    Option("layout.fit_sample", 50_000, "Above this many activations, the layout is fitted on a seeded sample "
+           "of this many and the rest are placed among their nearest fitted neighbours.", range=Range(4)),
 
     Option("grid.levels", (8, 16, 32), "Cells across, per zoom level, coarse to fine: increasing, without "
            "repeats.", check=_grid_levels),

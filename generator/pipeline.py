@@ -106,7 +106,8 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
     def make(folder: Path) -> dict:
         with report.stage(f"Layout {layer} ({lay.method})", None):
             vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
-            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile)
+            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile,
+                            fit_sample=lay.fit_sample)
         store.save_array(folder / "layout.npy", xy)
         return {"layer": layer}
 
