@@ -11,8 +11,8 @@ Artifact per layer, in `<cache>/grid/<key>/`:
 
 `bin_grid` reads the (N, C) activations and (N, K) attributions once, in chunks, whatever the
 number of levels: each point is added into its "atom", the set of points sharing its cell at
-every level, and each level's sums are then sums of atoms. Memory grows with the cells, not
-with N. Sums are float64; a float16 value is a multiple of 2^-24, so float64 sums of float16
+every level, and each level's sums are then sums of atoms (`_groups`). Memory grows with the
+cells, not with N: about 2 x 8 bytes x K for each cell of the finest level. Sums are float64; a float16 value is a multiple of 2^-24, so float64 sums of float16
 values below 2^29 in magnitude are exact in any order, and the result is the same, bit for
 bit, as adding point by point into each cell.
 """
@@ -41,19 +41,26 @@ def cell_index(xy: np.ndarray, size: int) -> np.ndarray:
     return row * size + col
 
 
-def _atoms(cells: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's atom (N,) int64, and each atom's cell at every level (A, L) int64.
+def _groups(cells: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Nested groups of points: group i holds the points that share their cells at levels 0..i.
 
-    Atoms are numbered in the order of their cells (coarsest level first), so the result
-    does not depend on the order of the points.
+    Returns each point's group at the last level (N,) int64 (its "atom"); for every level i,
+    each group's cell (G_i,) int64; and for i >= 1, each group's group at level i - 1 (G_i,)
+    int64 (None for level 0). Groups are numbered in the order of their cells, so nothing
+    depends on the order of the points. Level i's sums are its groups' sums, and those
+    come from the groups of level i + 1, so each sum over a group is taken once.
     """
-    key = np.zeros(len(cells[0]), np.int64)
+    keys, key = [], np.zeros(len(cells[0]), np.int64)
     for cell, size in zip(cells, sizes):
         # key < number of points and cell < size^2 <= 512^2: the product stays far inside int64
         _, key = np.unique(key * (size * size) + cell, return_inverse=True)
-        key = key.reshape(-1)
-    _, first = np.unique(key, return_index=True)
-    return key, np.stack([cell[first] for cell in cells], axis=1)
+        keys.append(key := key.reshape(-1))
+    cell_of, parent_of = [], []
+    for i, key in enumerate(keys):
+        _, first = np.unique(key, return_index=True)
+        cell_of.append(cells[i][first])
+        parent_of.append(keys[i - 1][first] if i else None)
+    return keys[-1], cell_of, parent_of
 
 
 def _add_coded(out, group, codes, table):
@@ -156,30 +163,37 @@ def bin_grid(xy, vectors, attributions, levels, min_count: int, top: int, chunk:
     """
     sizes = [int(n) for n in levels]
     cells = [cell_index(xy, n) for n in sizes]
-    atom_of, atom_cells = _atoms(cells, sizes)
+    atom_of, cell_of, parent_of = _groups(cells, sizes)
     plans = []
-    for i, (size, cell) in enumerate(zip(sizes, cells)):
+    for size, cell in zip(sizes, cells):
         counts = np.bincount(cell, minlength=size * size)
         kept = np.flatnonzero(counts >= min_count)
         slot = np.full(size * size, -1, np.int64)
         slot[kept] = np.arange(len(kept))
-        plans.append((kept, counts[kept], slot[atom_cells[:, i]]))
+        plans.append((kept, counts[kept], slot))
 
-    def level_means(values) -> list[np.ndarray]:
-        atoms = sum_rows(values, atom_of, len(atom_cells), chunk)
-        means = []
-        for kept, counts, atom_slot in plans:
-            sums = sum_rows(atoms, atom_slot, len(kept), len(atoms) or 1)
-            sums /= counts[:, None]
-            means.append(sums)
-        return means
+    def each_level(values, finish) -> list:
+        """finish(i, means (kept, D) float64) for every level i, finest first; returns what it returns."""
+        sums = sum_rows(values, atom_of, len(cell_of[-1]), chunk)
+        done = [None] * len(sizes)
+        for i in reversed(range(len(sizes))):
+            kept, counts, slot = plans[i]
+            means = sum_rows(sums, slot[cell_of[i]], len(kept), len(sums) or 1)
+            means /= counts[:, None]
+            done[i] = finish(i, means)
+            if i:
+                sums = sum_rows(sums, parent_of[i], len(cell_of[i - 1]), len(sums) or 1)
+        return done
 
-    directions = [m.astype(np.float32) for m in level_means(vectors)]
-    out = []
-    for size, (kept, counts, _), direction, scores in zip(sizes, plans, directions, level_means(attributions)):
+    directions = each_level(vectors, lambda i, means: means.astype(np.float32))
+
+    def level(i: int, scores: np.ndarray) -> Level:
+        kept, counts, _ = plans[i]
         best, values = top_classes(scores, top)
-        out.append(Level(size, _cell_dicts(size, kept, counts, best, values), direction, scores.astype(np.float16)))
-    return out
+        return Level(sizes[i], _cell_dicts(sizes[i], kept, counts, best, values), directions[i],
+                     scores.astype(np.float16))
+
+    return each_level(attributions, level)
 
 
 def bin_level(xy, vectors, attributions, size: int, min_count: int, top: int, chunk: int = CHUNK_ROWS) -> Level:
@@ -192,12 +206,14 @@ def cells_to_arrays(levels: list[Level]) -> dict[str, np.ndarray]:
     cells = [c for lv in levels for c in lv.cells]
     t = max((len(c["top"]) for c in cells), default=0)
     pad = [[-1, 0.0]] * t
-    pairs = np.array([c["top"] + pad[len(c["top"]):] for c in cells], np.float64).reshape(len(cells), t, 2)
-    top_class, top_score = pairs[:, :, 0].astype(np.int64), pairs[:, :, 1]
+    flat = [v for c in cells for pair in (c["top"] + pad[len(c["top"]):] if len(c["top"]) < t else c["top"])
+            for v in pair]
+    pairs = np.array(flat, np.float64).reshape(len(cells), t, 2)  # class numbers are exact in float64
     return {"size": np.array([lv.size for lv in levels], np.int64),
             "cell_count": np.array([len(lv.cells) for lv in levels], np.int64),
             "x": np.array([c["x"] for c in cells], np.int64), "y": np.array([c["y"] for c in cells], np.int64),
-            "count": np.array([c["count"] for c in cells], np.int64), "top_class": top_class, "top_score": top_score}
+            "count": np.array([c["count"] for c in cells], np.int64),
+            "top_class": pairs[:, :, 0].astype(np.int64), "top_score": pairs[:, :, 1].copy()}
 
 
 def levels_from_arrays(arrays, directions: np.ndarray, scores: np.ndarray) -> list[Level]:

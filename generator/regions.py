@@ -148,24 +148,25 @@ def write_class_scores(folder: Path, aid: str, levels: list[Level], codes: list[
     return {"class_chunk": chunk, "class_scripts": names}, per_level
 
 
-def strongest_cells(codes: np.ndarray, count: int = STRONGEST, classes: int = 64) -> np.ndarray:
+def strongest_cells(codes: np.ndarray, count: int = STRONGEST, classes: int = 128) -> np.ndarray:
     """(K, count) int64: each class's cells of highest code, highest first, ties to the lower index; -1 pads.
 
-    Only cells of a code above zero are listed. `codes` (cells, K) int8; a cell's key
-    code * (cells + 1) + (cells - index) is unique, so a partition finds the same cells a
-    stable sort would, without sorting every class's cells.
+    Only cells of a code above zero are listed; `codes` (cells, K) int8. The same cells a
+    stable sort of each class's codes puts first, found without sorting them: a partition
+    gives each class's count-th highest code, and only the cells at or above it are sorted.
     """
     m, k = codes.shape
     out = np.full((k, count), -1, np.int64)
     t = min(count, m)
-    if t == 0:
-        return out
-    for first in range(0, k, classes):
-        key = codes[:, first:first + classes].T.astype(np.int64) * (m + 1) + (m - np.arange(m))
-        part = np.argpartition(-key, t - 1, axis=1)[:, :t] if t < m else np.broadcast_to(np.arange(m), key.shape)
-        part = np.take_along_axis(part, np.argsort(-np.take_along_axis(key, part, 1), axis=1), 1)
-        best = np.where(np.take_along_axis(codes[:, first:first + classes].T, part, 1) > 0, part, -1)
-        out[first:first + len(best), :t] = best
+    for first in range(0, k if t else 0, classes):
+        block = np.ascontiguousarray(codes[:, first:first + classes].T)  # (classes, cells)
+        edge = np.partition(block, m - t, axis=1)[:, m - t] if t < m else block.min(axis=1)
+        cls, cell = np.nonzero(block >= np.maximum(edge, 1)[:, None])
+        order = np.lexsort((cell, -block[cls, cell].astype(np.int16), cls))
+        cls, cell = cls[order], cell[order]
+        rank = np.arange(len(cls)) - np.searchsorted(cls, cls)  # place within its class
+        keep = rank < t
+        out[first + cls[keep], rank[keep]] = cell[keep]
     return out
 
 

@@ -354,6 +354,7 @@
   Viewer.prototype.regionsIn = function (index, x0, y0, x1, y1) {
     var level = this.atlas.level_data[index], side = level.region_cells, found = [];
     x0 = Math.max(0, x0); y0 = Math.max(0, y0); x1 = Math.min(level.size, x1); y1 = Math.min(level.size, y1);
+    if (x0 >= x1 || y0 >= y1) return found;
     for (var ry = Math.floor(y0 / side); ry * side < y1; ry++) {
       for (var rx = Math.floor(x0 / side); rx * side < x1; rx++) {
         if (holds(level, rx + "-" + ry)) found.push(rx + "-" + ry);
