@@ -78,10 +78,18 @@ def synthetic(folder: Path, n: int, channels: int, classes: int, seed: int = 0):
     return xy, arrays[0], arrays[1]
 
 
+CPU_SECONDS: list[float] = []  # each timed call's CPU time, beside the wall-clock time it returns
+
+
 def timed(call):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = call()
+    CPU_SECONDS.append(time.process_time() - cpu)
     return result, time.perf_counter() - start
+
+
+def cpu_of_last() -> float:
+    return CPU_SECONDS[-1]
 
 
 def peak_bytes(call) -> int:
@@ -204,13 +212,18 @@ def main() -> None:
         print(f"data written: {args.n} x ({args.channels} + {args.classes}) float16", flush=True)
         _, compile_s = timed(lambda: bin_grid(xy[:64], vectors[:64], attributions[:64], [2], 1, 1))
         small = (xy[:args.n_old], vectors[:args.n_old], attributions[:args.n_old])
+        load = [os.getloadavg()[0]]
         new_small, new_small_s = timed(lambda: bin_grid(*small, levels, args.min_count, args.top))
+        new_small_cpu = cpu_of_last()
         print(f"new, {args.n_old}: {new_small_s:.1f} s", flush=True)
         old_small, old_small_s = timed(lambda: old.bin_grid(*small, levels, args.min_count, args.top))
+        old_small_cpu = cpu_of_last()
         print(f"old, {args.n_old}: {old_small_s:.1f} s", flush=True)
         identical = same_levels(old_small, new_small)
         del old_small, new_small
         big, big_s = timed(lambda: bin_grid(xy, vectors, attributions, levels, args.min_count, args.top))
+        big_cpu = cpu_of_last()
+        load.append(os.getloadavg()[0])
         print(f"new, {args.n}: {big_s:.1f} s", flush=True)
         cache = cache_round_trip(big, folder)
         finest = big[-1]
@@ -220,20 +233,23 @@ def main() -> None:
         print(files, flush=True)
         del big
         peak = peak_bytes(lambda: bin_grid(xy, vectors, attributions, levels, args.min_count, args.top))
+        load.append(os.getloadavg()[0])
     counts = f"{len(finest.cells):,} cells at {levels[-1]}"
     n_text, old_text = f"{args.n:,}", f"{args.n_old:,}"
     lines = [
         f"Synthetic float16 memmaps ({args.channels} channels, {args.classes:,} classes, the layout uniform over the "
         f"square, so every cell of the {levels[-1]} grid holds points: {counts}), levels "
         f"{'/'.join(map(str, levels))}, min_count {args.min_count}, top {args.top}; the files freshly written, so "
-        f"read from the page cache; {machine()}. Old: `generator/grid.py` at {args.base} (`np.add.at`, one read "
+        f"read from the page cache; {machine()}; one-minute load average {min(load):.1f} to {max(load):.1f} "
+        f"during the run (this machine is shared), so CPU seconds are given beside wall-clock ones. Old: `generator/grid.py` at {args.base} (`np.add.at`, one read "
         f"of the data per level). Command: `python benchmarks/bench_grid.py --write`.",
         "",
         "| | points | old | new | old / new |",
         "|---|---|---|---|---|",
-        f"| binning into every level | {old_text} | {old_small_s:.1f} s | {new_small_s:.1f} s | "
-        f"**{old_small_s / new_small_s:.0f}x** |",
-        f"| binning into every level | {n_text} | | {big_s:.1f} s | |",
+        f"| binning into every level, wall (CPU) | {old_text} | {old_small_s:.1f} s ({old_small_cpu:.1f} s) | "
+        f"{new_small_s:.1f} s ({new_small_cpu:.1f} s) | **{old_small_s / new_small_s:.0f}x** "
+        f"({old_small_cpu / new_small_cpu:.0f}x) |",
+        f"| binning into every level, wall (CPU) | {n_text} | | {big_s:.1f} s ({big_cpu:.1f} s) | |",
         f"| cells cache, write + read (old: cells.json, new: cells.npz) | {n_text} | "
         f"{cache['json'][0] + cache['json'][1]:.1f} s ({mb(cache['json'][2])}) | "
         f"{cache['npz'][0] + cache['npz'][1]:.1f} s ({mb(cache['npz'][2])}) | "
@@ -242,8 +258,9 @@ def main() -> None:
         f"At {old_text} points the two give the same cells, counts and top classes, and the same directions and "
         f"scores bit for bit: **{'identical' if identical else 'NOT identical'}**. The new binning's first call "
         f"in a process adds {compile_s:.1f} s, numba compiling its two loops (cached on disk after). Its peak "
-        f"memory at {n_text} points: {mb(peak)} allocated (tracemalloc; the memmaps' pages not counted), "
-        f"most of it float64 sums of the {levels[-1]} level's cells and of the points' atoms.",
+        f"memory at {n_text} points: {mb(peak)} allocated (tracemalloc; the memmaps' pages not counted): "
+        f"float64 sums over the {levels[-1]} level's cells and over the atoms below them, {args.classes:,} "
+        f"classes wide, with the cells themselves.",
         "",
         f"The {levels[-1]} level's files for the viewer ({len(finest.cells):,} cells, icons of 80 px, tiles of 4 x 4 "
         f"cells, regions of {files['side']} x {files['side']} cells):",
