@@ -32,7 +32,7 @@ import numpy as np
 from .grid import Level
 
 SPLIT_CELLS = 2048  # a level of more cells is split into regions: its one script would pass about 140 KB
-REGION_CELLS = 32  # a region is about this many cells a side, rounded to whole tiles: 70 KB of cells at most
+REGION_CELLS = 32  # a region is about this many cells a side, rounded to whole tiles: a script of 75 KB at most
 CLASS_SCRIPT_BYTES = 300_000  # a one-file levels' class script holds about this much, whatever the atlas's size
 REGION_CLASS_BYTES = 100_000  # and a region's class script about this much
 STRONGEST = 6  # cells listed for a class at each level and sign
