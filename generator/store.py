@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -87,6 +88,20 @@ def write_json(path: Path, data: Any) -> None:
 def save_array(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays into one uncompressed .npz, atomically, the same bytes for the same arrays.
+
+    np.savez stamps each member with the time of writing; these members carry a fixed date.
+    """
+    tmp = path.with_name(path.name + ".tmp.npz")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",
+                              force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     os.replace(tmp, path)
 
 

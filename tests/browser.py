@@ -71,7 +71,9 @@ def _cell_point(page, level_size, cell, selector=".viewer"):
 
 
 def _cells(folder, level):
-    return json.loads((folder / "data" / level["cells_json"]).read_text())["cells"]
+    from generator.regions import read_cells
+
+    return read_cells(folder / "data", level)
 
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generator.regions import read_cells
 from generator.tiles import DATA_SCHEMA
 
 from .test_site import local_references
@@ -24,7 +25,7 @@ def test_quick_build_output_tree_and_manifest(quick_site):
         assert atlas["model"] == "efficientnet_lite0"
         assert len(atlas["levels"]) >= 3 and atlas["activations"] >= 500
         for level in atlas["level_data"]:
-            cells = json.loads((site / "data" / level["cells_json"]).read_text())["cells"]
+            cells = read_cells(site / "data", level)
             assert len(cells) == level["cell_count"] > 0, (atlas["layer"], level["size"])
             span, icon = level["tile_cells"], atlas["icon_px"]
             cell = cells[0]

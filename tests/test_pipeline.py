@@ -18,7 +18,9 @@ def _tree(folder):
 
 
 def _cells(site, level):
-    return json.loads((site / "data" / level["cells_json"]).read_text())["cells"]
+    from generator.regions import read_cells
+
+    return read_cells(site / "data", level)
 
 
 def test_build_writes_a_complete_site(tiny_config):

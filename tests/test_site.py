@@ -133,7 +133,7 @@ def test_icons_go_into_tiles_at_their_cells_places(tmp_path, monkeypatch):
 
 
 def test_class_scores_round_trip_through_their_codes_on_one_scale():
-    from generator.tiles import class_scale, quantize_scores
+    from generator.regions import class_scale, quantize_scores
 
     scores = np.array([[0.5, -2.0], [-0.25, 1.0], [0.0, 0.02]], np.float32)
     scale = class_scale([Level(2, [], np.zeros((3, 1)), scores)])
@@ -214,7 +214,7 @@ def test_figures_and_the_embed_page(tmp_path):
 
 
 def test_class_scripts_stay_small_for_large_atlases():
-    from generator.tiles import CLASS_SCRIPT_BYTES, class_chunk
+    from generator.regions import CLASS_SCRIPT_BYTES, class_chunk
 
     assert class_chunk(700) == 100  # a default atlas: ten scripts for a thousand classes
     large = class_chunk(20 * 20 + 40 * 40 + 80 * 80 + 160 * 160)  # the full preset's grids, every cell kept

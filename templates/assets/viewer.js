@@ -3,26 +3,29 @@
  * One classic script, since pages opened from file:// cannot load ES modules. Its parts:
  *   Hash      the view's text form, the URL hash "layer=..&x=..&y=..&z=..&class=..&sign=-"; the only
  *             code that reads or writes it (shortcodes hand their view over as JSON in data-view)
- *   Loader    data scripts and tile images; only ids listed by the page reach a script URL
+ *   Loader    data scripts and tile images; only ids listed by the page reach a script URL, and only
+ *             paths of the site's data folder's form
  *   ViewState the view (centre cx, cy and zoom z) with its one setter, which clamps
  *   Renderer  draws at most once per animation frame
  *   Card, ClassFilter, Share: the parts of the interface around the canvas
  *   bindInput pointer, touch, wheel and keys
- * Data come as scripts that register in window.ATLAS_DATA (generator/tiles.py, schema 3):
- * "<id>" the atlas and class names, "<id>/level-<n>" a level's cells, "<id>/classes-<k>" the
- * cells' attribution to a chunk of classes. <script> elements load from file://, where fetch()
- * is blocked, so one code path serves disk and web.
+ * Data come as scripts that register in window.ATLAS_DATA (generator/tiles.py and regions.py,
+ * schema 4): "<id>" the atlas and class names; every other script under its path without ".js":
+ * a level's cells, for a large level one script per region of tiles ("level-<n>-<rx>-<ry>"), the
+ * cells' attribution to a chunk of classes (per region too for a large level), and each class's
+ * strongest cells at every level ("strongest-<k>"). A large level is drawn region by region as
+ * its scripts arrive: those in view first, then those around it. <script> elements load from
+ * file://, where fetch() is blocked, so one code path serves disk and web.
  * Coordinates: the atlas is the unit square, x right, y down; z = 1 fits it in the canvas.
  */
 (function () {
   "use strict";
-  var SCHEMA = 3;
+  var SCHEMA = 4;
   var MIN_CELL_PX = 44; // a finer level is shown once its cells are at least this wide
   var MAX_ICON_ZOOM = 3; // the finest level's cells grow to at most this many times their icon's pixels
   var FADED = 0.07; // opacity of icons with no attribution to the filtered class
   var TAP_PX = 8, TAP_MS = 600; // a press that moves less, for less long, is a tap
   var URL_DELAY_MS = 250; // the address is written once the view rests
-  var STRONGEST = 6; // cells listed for the chosen class
   var DATA = window.ATLAS_DATA = window.ATLAS_DATA || {};
   var count = 0;
 
@@ -93,6 +96,24 @@
   Loader.prototype.atlas = function (id, done) {
     if (!this.knows(id)) { done(null); return; }
     this.script(id, id + "/atlas.js", done);
+  };
+
+  // Any other data script, which registers under its path without ".js".
+  Loader.prototype.data = function (path, done) {
+    this.script(String(path).replace(/\.js$/, ""), path, done);
+  };
+
+  // A file of one region ("<rx>-<ry>") of a level, from the level's pattern; a one-file level's has no {region}.
+  function regionPath(pattern, region, chunk) {
+    return pattern.replace("{region}", region).replace("{chunk}", chunk === undefined ? "" : String(chunk));
+  }
+
+  function holds(level, region) { return /^\d+-\d+$/.test(region) && level.regions.indexOf(region) >= 0; }
+
+  // The cells script of `region` of `level`, if the level lists the region; `done(payload or null)`.
+  Loader.prototype.region = function (level, region, done) {
+    if (!holds(level, region)) { done(null); return; }
+    this.data(regionPath(level.cells_script, region), done);
   };
 
   Loader.prototype.image = function (path) {
@@ -300,25 +321,46 @@
 
   // --- data ----------------------------------------------------------------------------------
 
-  // A level's cells, decoded once: {x, y, count, fidelity, top: [[class, score], ...]} and a lookup by place.
-  Viewer.prototype.levelCells = function (index) {
-    if (this.cells[index]) return this.cells[index];
+  // The cells of `region` of level `index`, decoded once: {x, y, count, fidelity, top: [[class, score], ...],
+  // region, i (its place in the region's list)}; null while the region loads, which this asks for.
+  // this.cells[index].at finds every loaded cell of the level by place.
+  Viewer.prototype.regionCells = function (index, region) {
+    var have = this.cells[index];
+    if (have && have.regions[region]) return have.regions[region];
     var self = this, atlas = this.atlas, level = atlas.level_data[index];
-    this.loader.script(atlas.id + "/level-" + level.size, level.cells_script, function (data) {
-      if (!data || self.atlas !== atlas || self.cells[index]) return;
-      var cells = data.cells.map(function (c) {
+    this.loader.region(level, region, function (data) {
+      if (!data || self.atlas !== atlas) return;
+      var cells = self.cells[index] = self.cells[index] || { regions: {}, at: {} };
+      if (cells.regions[region]) return;
+      cells.regions[region] = data.cells.map(function (c, i) {
         var top = [];
         for (var k = 0; k < c[4].length; k += 2) top.push([c[4][k], c[4][k + 1]]);
-        return { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top };
+        var cell = { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top, region: region, i: i };
+        cells.at[cell.x + "," + cell.y] = cell; // every cell's tile exists, so tiles need no lookup
+        return cell;
       });
-      var at = {};
-      cells.forEach(function (cell, i) { at[cell.x + "," + cell.y] = i; });
-      self.cells[index] = { list: cells, at: at }; // every cell's tile exists, so tiles need no lookup
       self.renderer.request();
-      self.classFilter.refreshStrongest();
-      if (self.cursorOn) self.card.showCursor(); // a key press that arrived before the cells did
+      self.card.regionArrived(index, region);
     });
     return null;
+  };
+
+  Viewer.prototype.regionOf = function (level, x, y) {
+    var side = level.region_cells;
+    return Math.floor(x / side) + "-" + Math.floor(y / side);
+  };
+
+  // The regions of level `index` that hold cells, over columns x0..x1 and rows y0..y1 (ends excluded).
+  Viewer.prototype.regionsIn = function (index, x0, y0, x1, y1) {
+    var level = this.atlas.level_data[index], side = level.region_cells, found = [];
+    x0 = Math.max(0, x0); y0 = Math.max(0, y0); x1 = Math.min(level.size, x1); y1 = Math.min(level.size, y1);
+    if (x0 >= x1 || y0 >= y1) return found;
+    for (var ry = Math.floor(y0 / side); ry * side < y1; ry++) {
+      for (var rx = Math.floor(x0 / side); rx * side < x1; rx++) {
+        if (holds(level, rx + "-" + ry)) found.push(rx + "-" + ry);
+      }
+    }
+    return found;
   };
 
   // --- geometry ------------------------------------------------------------------------------
@@ -351,13 +393,17 @@
     return [(sx - this.width / 2) / s + this.state.cx, (sy - this.height / 2) / s + this.state.cy];
   };
 
+  // The cell of level `index` at atlas point (ax, ay): null while its region loads, cell null where none is.
   Viewer.prototype.cellAt = function (ax, ay, index) {
     if (index === undefined) index = this.levelIndex();
-    var level = this.atlas.level_data[index], cells = this.levelCells(index);
+    var level = this.atlas.level_data[index];
     var x = Math.floor(ax * level.size), y = Math.floor(ay * level.size);
-    if (!cells || x < 0 || y < 0 || x >= level.size || y >= level.size) return null;
-    var i = cells.at[x + "," + y];
-    return { level: index, size: level.size, x: x, y: y, index: i, cell: i === undefined ? null : cells.list[i] };
+    if (x < 0 || y < 0 || x >= level.size || y >= level.size) return null;
+    var region = this.regionOf(level, x, y), hit = { level: index, size: level.size, x: x, y: y, cell: null };
+    if (!holds(level, region)) return hit;
+    if (!this.regionCells(index, region)) return null;
+    hit.cell = this.cells[index].at[x + "," + y] || null;
+    return hit;
   };
 
   Viewer.prototype.cellAtScreen = function (clientX, clientY) {
@@ -390,21 +436,30 @@
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, this.width, this.height);
     var corner = this.toScreen(0, 0);
-    var index = this.levelIndex(), level = atlas.level_data[index], cells = this.levelCells(index);
-    var cellPx = s / level.size, icon = atlas.icon_px, span = level.tile_cells;
+    var index = this.levelIndex(), level = atlas.level_data[index], self = this;
+    var cellPx = s / level.size, icon = atlas.icon_px, span = level.tile_cells, side = level.region_cells;
     var x0 = Math.max(0, Math.floor(-corner[0] / cellPx)), y0 = Math.max(0, Math.floor(-corner[1] / cellPx));
     var x1 = Math.min(level.size, Math.ceil((this.width - corner[0]) / cellPx));
     var y1 = Math.min(level.size, Math.ceil((this.height - corner[1]) / cellPx));
-    var loading = !cells, visible = [], x, y;
+    // The regions in view first, then those around them, so that a pan finds its cells there already.
+    var loading = false, scoring = false, filtered = this.filter.cls >= 0, codes = {}, visible = [], x, y;
+    this.regionsIn(index, x0, y0, x1, y1).forEach(function (region) {
+      if (!self.regionCells(index, region)) loading = true;
+      else if (filtered && !(codes[region] = self.classFilter.codes(index, region))) scoring = true;
+    });
+    this.regionsIn(index, x0 - side, y0 - side, x1 + side, y1 + side).forEach(function (region) {
+      self.regionCells(index, region);
+    });
+    var cells = this.cells[index];
     if (cells) {
       for (y = y0; y < y1; y++) {
         for (x = x0; x < x1; x++) {
-          var i = cells.at[x + "," + y];
-          if (i === undefined) continue;
+          var cell = cells.at[x + "," + y];
+          if (!cell) continue;
           var tile = Math.floor(x / span) + "-" + Math.floor(y / span);
           var img = this.loader.image(atlas.id + "/" + level.size + "-" + tile + ".webp");
           if (!ready(img)) loading = true;
-          visible.push([cells.list[i], i, img]);
+          visible.push([cell, img]);
         }
       }
     }
@@ -412,16 +467,15 @@
       ctx.drawImage(this.overview, corner[0], corner[1], s, s); // a small picture first, icons as they arrive
       this.painted();
     }
-    var codes = this.classFilter.codes(index), maxCount = level.max_count || 1, gap = cellPx > 24 ? 1 : 0;
-    var sign = this.filter.sign;
+    var maxCount = level.max_count || 1, gap = cellPx > 24 ? 1 : 0, sign = this.filter.sign;
     visible.forEach(function (v) {
-      var cell = v[0], img = v[2];
+      var cell = v[0], img = v[1], own = codes[cell.region];
       if (!ready(img)) return;
       // Icons sized by density: a cell of many activations fills its square, a sparse one less.
       var side = (cellPx - 2 * gap) * (0.45 + 0.55 * Math.sqrt(cell.count / maxCount));
       var left = corner[0] + (cell.x + 0.5) * cellPx - side / 2, top = corner[1] + (cell.y + 0.5) * cellPx - side / 2;
       // Codes are the square root of the score on the atlas's common scale: opacity follows them directly.
-      ctx.globalAlpha = codes ? FADED + (1 - FADED) * Math.max(0, sign * codes[v[1]] / 127) : 1;
+      ctx.globalAlpha = own ? FADED + (1 - FADED) * Math.max(0, sign * own[cell.i] / 127) : 1;
       ctx.drawImage(img, (cell.x % span) * icon, (cell.y % span) * icon, icon, icon, left, top, side, side);
     });
     ctx.globalAlpha = 1;
@@ -435,7 +489,7 @@
       ctx.strokeRect(corner[0] + hit.x * cellPx + 1, corner[1] + hit.y * cellPx + 1, cellPx - 2, cellPx - 2);
     });
     this.drawMinimap();
-    this.loading = loading || (this.filter.cls >= 0 && !codes); // tests and tools wait on this
+    this.loading = loading || scoring; // tests and tools wait on this: cells, tiles and class codes in view
     this.setReadout(level, this.loading);
     this.card.place();
   };
@@ -493,11 +547,11 @@
     this.state.set({ cx: this.state.cx - dx / s, cy: this.state.cy - dy / s });
   };
 
+  // Centre cell {level, size, x, y} and pin its card, once its region has arrived.
   Viewer.prototype.flyTo = function (hit) {
     var z = Math.max(this.state.z, this.zoomFor(hit.level));
     this.state.set({ cx: (hit.x + 0.5) / hit.size, cy: (hit.y + 0.5) / hit.size, z: z });
-    var now = this.cellAt((hit.x + 0.5) / hit.size, (hit.y + 0.5) / hit.size, hit.level);
-    this.card.pin(now && now.cell ? now : hit);
+    this.card.pinWhenLoaded(hit);
   };
 
   // --- the card: a cell's classes, count and fidelity -----------------------------------------
@@ -517,6 +571,7 @@
     });
     this.hover = null; // the cell under a mouse
     this.pinned = null; // a tapped, clicked or flown-to cell, until closed
+    this.wanted = null; // a flown-to cell whose region is still loading
   }
 
   Card.prototype.fill = function (hit, closable) {
@@ -539,10 +594,9 @@
       list.appendChild(item);
     });
     node.appendChild(list);
-    var codes = v.classFilter.codes(hit.level);
-    if (codes) {
-      node.appendChild(el("p", "filtered-score", classes[v.filter.cls] + ": " +
-        v.classFilter.score(codes[hit.index]).toFixed(3)));
+    var code = v.classFilter.codeOf(hit.level, hit.cell);
+    if (code !== null) {
+      node.appendChild(el("p", "filtered-score", classes[v.filter.cls] + ": " + v.classFilter.score(code).toFixed(3)));
     }
     node.appendChild(el("p", "", "Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") +
       "; icon fidelity " + hit.cell.fidelity.toFixed(2)));
@@ -596,6 +650,20 @@
     v.renderer.request();
   };
 
+  Card.prototype.pinWhenLoaded = function (hit) {
+    var now = this.viewer.cellAt((hit.x + 0.5) / hit.size, (hit.y + 0.5) / hit.size, hit.level);
+    this.wanted = now ? null : hit;
+    if (now && now.cell) this.pin(now);
+  };
+
+  // Region `region` of level `index` has arrived: a cell flown to or under the keyboard's cursor may be in it.
+  Card.prototype.regionArrived = function (index, region) {
+    var v = this.viewer;
+    if (this.wanted && this.wanted.level === index) this.pinWhenLoaded(this.wanted);
+    var hit = v.cursorOn && !this.pinned ? v.cursor() : null;
+    if (hit && hit.level === index && v.regionOf(v.atlas.level_data[index], hit.x, hit.y) === region) this.showCursor();
+  };
+
   // The shown cell again, after the class filter changed.
   Card.prototype.refresh = function () {
     if (this.shownAt && !this.node.hidden) { this.fill(this.shownAt, !!this.pinned); this.place(); }
@@ -609,6 +677,7 @@
   Card.prototype.close = function () {
     var was = this.pinned || !this.node.hidden;
     this.pinned = null;
+    this.wanted = null;
     this.hover = null;
     this.viewer.cursorOn = false;
     this.viewer.root.classList.remove("pinned");
@@ -679,8 +748,7 @@
         var item = e.target.closest("[data-cell]");
         if (!item) return;
         var parts = item.getAttribute("data-cell").split(",").map(Number), size = viewer.atlas.level_data[parts[0]].size;
-        viewer.flyTo({ level: parts[0], size: size, x: parts[1], y: parts[2], index: parts[3],
-          cell: viewer.cells[parts[0]].list[parts[3]] });
+        viewer.flyTo({ level: parts[0], size: size, x: parts[1], y: parts[2] });
       });
     }
   }
@@ -788,23 +856,39 @@
     }
   };
 
-  // The chosen class's codes (-127..127: the square root of the score over the atlas's scale) for every cell.
-  ClassFilter.prototype.codes = function (index) {
-    var v = this.viewer, cls = v.filter.cls, atlas = v.atlas;
+  // The chosen class's codes (-127..127: the square root of the score over the atlas's scale) for the cells of
+  // `region` of level `index` (a one-file level's only region is "0-0"), in the region's order; null while
+  // they load, which this asks for.
+  ClassFilter.prototype.codes = function (index, region) {
+    var v = this.viewer, cls = v.filter.cls, atlas = v.atlas, name = region || "0-0";
     if (cls < 0 || !atlas) return null;
-    var chunk = Math.floor(cls / atlas.class_chunk), key = atlas.id + "/classes-" + chunk;
-    var data = DATA[key];
+    var level = atlas.level_data[index], path, column;
+    if (!holds(level, name)) return null;
+    if (level.class_script) {
+      path = regionPath(level.class_script, name, Math.floor(cls / level.class_chunk));
+      column = function (data) { return data.codes[cls - data.first]; };
+    } else {
+      path = atlas.class_scripts[Math.floor(cls / atlas.class_chunk)];
+      column = function (data) { return data.codes[level.size][cls - data.first]; };
+    }
+    var key = path.replace(/\.js$/, ""), data = DATA[key];
     if (!data) {
-      v.loader.script(key, atlas.class_scripts[chunk], function () { v.renderer.request(); v.classFilter.refreshStrongest(); v.card.refresh(); });
+      v.loader.data(path, function () { v.renderer.request(); v.card.refresh(); });
       return null;
     }
-    var slot = atlas.id + ":" + index + ":" + cls;
+    var slot = key + ":" + cls;
     if (!this.decoded[slot]) {
-      var raw = atob(data.codes[index][cls - data.first]), codes = new Int8Array(raw.length);
+      var raw = atob(column(data)), codes = new Int8Array(raw.length);
       for (var i = 0; i < raw.length; i++) codes[i] = raw.charCodeAt(i) << 24 >> 24;
       this.decoded[slot] = codes;
     }
     return this.decoded[slot];
+  };
+
+  // A loaded cell's code for the chosen class, or null (no class chosen, or its codes still loading).
+  ClassFilter.prototype.codeOf = function (index, cell) {
+    var codes = this.codes(index, cell.region);
+    return codes ? codes[cell.i] : null;
   };
 
   ClassFilter.prototype.score = function (code) {
@@ -812,30 +896,33 @@
     return (q < 0 ? -1 : 1) * q * q * this.viewer.atlas.class_scale;
   };
 
-  // The list of the class's strongest cells at the level in view, each a button that flies there.
+  // The list of the class's strongest cells at the level in view, each a button that flies there. They come
+  // from the class's own small script, so a large level's cells need not be loaded to list them.
   ClassFilter.prototype.refreshStrongest = function () {
-    var v = this.viewer, list = this.panel && this.panel.querySelector(".strongest");
-    if (!list || v.filter.cls < 0 || !v.atlas) return;
-    var index = v.levelIndex(), key = v.atlas.id + ":" + index + ":" + v.filter.cls + ":" + v.filter.sign;
+    var v = this.viewer, list = this.panel && this.panel.querySelector(".strongest"), atlas = v.atlas;
+    if (!list || v.filter.cls < 0 || !atlas) return;
+    var index = v.levelIndex(), cls = v.filter.cls, sign = v.filter.sign;
+    var key = atlas.id + ":" + index + ":" + cls + ":" + sign;
     if (this.strongestFor === key) return;
-    var codes = this.codes(index), cells = v.levelCells(index);
-    if (!codes || !cells) return;
+    var path = atlas.strongest_scripts[Math.floor(cls / atlas.strongest_chunk)], data = DATA[path.replace(/\.js$/, "")];
+    if (!data) {
+      v.loader.data(path, function (loaded) { if (loaded && v.atlas === atlas) v.classFilter.refreshStrongest(); });
+      return;
+    }
     this.strongestFor = key;
-    var order = [], sign = v.filter.sign, self = this;
-    for (var i = 0; i < codes.length; i++) if (sign * codes[i] > 0) order.push(i);
-    order.sort(function (a, b) { return sign * codes[b] - sign * codes[a] || a - b; });
+    var found = data.cells[cls - data.first][index][sign > 0 ? 0 : 1], self = this; // [x, y, code, lead, ...]
     list.textContent = "";
-    order.slice(0, STRONGEST).forEach(function (i) {
-      var cell = cells.list[i], item = el("li"), button = el("button", "fly");
+    for (var k = 0; k < found.length; k += 4) {
+      var x = found[k], y = found[k + 1], item = el("li"), button = el("button", "fly");
       button.type = "button";
-      button.setAttribute("data-cell", index + "," + cell.x + "," + cell.y + "," + i);
-      button.appendChild(el("span", "score", self.score(codes[i]).toFixed(3)));
-      button.appendChild(el("span", "name", "led by " + v.classes[cell.top[0][0]]));
-      button.title = "Go to row " + (cell.y + 1) + ", column " + (cell.x + 1);
+      button.setAttribute("data-cell", index + "," + x + "," + y);
+      button.appendChild(el("span", "score", self.score(found[k + 2]).toFixed(3)));
+      if (found[k + 3] >= 0) button.appendChild(el("span", "name", "led by " + v.classes[found[k + 3]]));
+      button.title = "Go to row " + (y + 1) + ", column " + (x + 1);
       item.appendChild(button);
       list.appendChild(item);
-    });
-    if (!order.length) list.appendChild(el("li", "none", "No cell at this zoom"));
+    }
+    if (!found.length) list.appendChild(el("li", "none", "No cell at this zoom"));
   };
 
   // --- sharing -------------------------------------------------------------------------------
