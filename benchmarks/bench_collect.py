@@ -10,9 +10,10 @@ rows), on the default model (efficientnet_lite0) and its default layers:
             "before" is the previous route (every image's activation repeated once per
             position, forward-mode AD on all copies, one pass per layer after a capture
             pass), "after" the shared primal (attribution.py); rounds alternate the
-            routes, the table gives medians.
+            routes.
   full      collect_activations on the ImageNet sample (decode, compute, write), per
             number of decoding workers, from an empty folder each time.
+Each round times every row once, one after another, and the table gives medians.
 The ratio full / compute says how much of the compute speed a collection keeps.
 """
 
@@ -35,8 +36,8 @@ SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 MARK_START, MARK_END = "<!-- collect:start -->", "<!-- collect:end -->"
 
 
-def compute_rates(model, layers, x_batches, positions: int, rounds: int) -> dict[str, float]:
-    """Activations per second per layer of each route on the preloaded normalized batches."""
+def compute_rates(model, layers, x_batches, positions: int) -> dict[str, float]:
+    """Activations per second per layer of each route, one timing each, on preloaded normalized batches."""
     import torch
 
     from generator.attribution import Attributor, RepeatedAttributor
@@ -48,16 +49,14 @@ def compute_rates(model, layers, x_batches, positions: int, rounds: int) -> dict
     batch = len(x_batches[0])
     pos = [{name: torch.from_numpy(crop_positions(0, name, shapes[name], positions, range(i * batch, (i + 1) * batch)))
             for name in layers} for i in range(len(x_batches))]
-    times: dict[str, list[float]] = {name: [] for name in routes}
-    for _ in range(rounds):
-        for name, route in routes.items():
-            start = time.perf_counter()
-            for x, p in zip(x_batches, pos):
-                route(x, p)
-            times[name].append(time.perf_counter() - start)
+    rates = {}
+    for name, route in routes.items():
+        start = time.perf_counter()
+        for x, p in zip(x_batches, pos):
+            route(x, p)
+        rates[name] = len(x_batches) * batch * positions / (time.perf_counter() - start)
     assert routes["after"].fallback is None, "the shared-primal route fell back"
-    rows = len(x_batches) * batch * positions
-    return {name: rows / statistics.median(t) for name, t in times.items()}
+    return rates
 
 
 def full_rate(model, layers, plan, positions: int, batch_size: int, workers: int) -> float:
@@ -84,34 +83,31 @@ def throughput(args) -> str:
     loader = CropLoader(plan, model.input_size)
     x_batches = [model.normalize(loader.load(range(i * args.batch, (i + 1) * args.batch)))
                  for i in range(args.compute_batches)]
-    lines = []
-    compute = {}
-    for positions in args.positions:
-        rates = compute_rates(model, layers, x_batches, positions, args.rounds)
-        compute[positions] = rates["after"]
-        lines.append((positions, rates))
-        print(f"P={positions}: compute {rates}", flush=True)
-    full: dict[tuple[int, int], list[float]] = {}
-    for _ in range(args.full_rounds):
+    # Rounds alternate every measurement, so that load from other tenants falls on all alike.
+    runs: dict[tuple, list[float]] = {}
+    for _ in range(args.rounds):
         for positions in args.positions:
+            for route, rate in compute_rates(model, layers, x_batches, positions).items():
+                runs.setdefault((positions, route), []).append(rate)
             for workers in args.workers:
-                rate = full_rate(model, layers, plan, positions, args.batch, workers)
-                full.setdefault((positions, workers), []).append(rate)
-                print(f"P={positions} workers={workers}: full {rate:.1f}", flush=True)
+                runs.setdefault((positions, workers), []).append(
+                    full_rate(model, layers, plan, positions, args.batch, workers))
+            print({k: [round(r, 1) for r in v] for k, v in runs.items() if k[0] == positions}, flush=True)
+    rate = {key: statistics.median(values) for key, values in runs.items()}
     text = [f"efficientnet_lite0, layers {', '.join(layers)}, batch {args.batch}, on the CPU: {machine()}; "
-            f"command: `python benchmarks/bench_collect.py --write`. Activations per second per layer; "
-            f"compute: {args.compute_batches} batches of the ImageNet sample decoded beforehand, medians of "
-            f"{args.rounds} alternating rounds; full: the {len(plan.crops)} images of the sample, medians of "
-            f"{args.full_rounds} rounds.", "",
+            f"command: `python benchmarks/bench_collect.py --write`. Activations per second per layer, medians of "
+            f"{args.rounds} rounds, each timing every row once; compute: {args.compute_batches} batches of the "
+            f"ImageNet sample decoded beforehand; full: all {len(plan.crops)} images of the sample, with 0, 1 "
+            "or 2 decoding processes.", "",
             "| positions per image | compute, before | compute, after | after / before |"
-            + "".join(f" full, {w} workers | full / compute ({w}) |" for w in args.workers),
-            "|---|---|---|---|" + "---|---|" * len(args.workers)]
-    for positions, rates in lines:
-        row = (f"| {positions} | {rates['before']:.1f} | {rates['after']:.1f} | "
-               f"{rates['after'] / rates['before']:.2f}x |")
+            + "".join(f" full, {w} workers (full / compute) |" for w in args.workers),
+            "|---|---|---|---|" + "---|" * len(args.workers)]
+    for positions in args.positions:
+        after = rate[(positions, "after")]
+        row = f"| {positions} | {rate[(positions, 'before')]:.1f} | {after:.1f} | " \
+              f"{after / rate[(positions, 'before')]:.2f}x |"
         for workers in args.workers:
-            rate = statistics.median(full[(positions, workers)])
-            row += f" {rate:.1f} | {rate / compute[positions]:.2f} |"
+            row += f" {rate[(positions, workers)]:.1f} ({rate[(positions, workers)] / after:.2f}) |"
         text.append(row)
     return "\n".join(text)
 
@@ -169,7 +165,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="the first N images of the sample (0: all)")
     parser.add_argument("--compute-batches", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--full-rounds", type=int, default=1)
     args = parser.parse_args()
     from bench_build import write_section
 
