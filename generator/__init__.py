@@ -25,7 +25,7 @@ _EXPORTS = {
     "build": "pipeline", "BuildResult": "pipeline",
     "load_model": "models", "LoadedModel": "models",
     "find_images": "images", "plan_samples": "images", "default_photos": "images", "CropLoader": "images",
-    "collect_activations": "collect",
+    "collect_activations": "collect", "collect_shard": "collect",
     "fit_layout": "layout",
     "bin_grid": "grid", "bin_level": "grid", "Level": "grid",
     "render_icons": "icons", "RenderSettings": "icons", "fidelity": "icons",

@@ -5,134 +5,135 @@ Per layer, in `<cache>/activations/<layer>/`:
   attributions.npy  (N, K) float16   sum over channels of activation x d(logit_k)/d(activation)
                                      (either in float32 where its values pass float16's range)
   positions.npy     (N, 3) int32     crop index, row, column of each vector
+with N = crops x positions per image, rows in crop order.
 
-The attribution of a position is the directional derivative of the logits along
-that position's own activation, so one forward-mode pass gives all K classes.
+The work is cut into shards of `shard_size` crops. `collect_shard` computes one shard and
+returns its rows as arrays: a pure function of the model, the crops and the seed, so that
+any engine can run shards anywhere and hand the rows back. `collect_activations` is the
+driver on one machine: it decodes crops in worker processes, runs the shards on the
+chosen device, writes each shard as it finishes (shards.py) and, when killed, resumes at
+the first missing shard. A crop's positions come from (seed, layer, crop index) alone,
+so a shard's rows do not depend on the shards run before it, nor on the shard size.
+
+With `positions = 1`, the article's setting, each image costs one forward pass for all
+layers plus one tangent through the part after the first layer (attribution.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwAD
-from torch import nn
 
+from .attribution import Attributor, capture  # noqa: F401  (capture: used by icons)
 from .errors import AtlasError
-from .images import CropLoader, SamplePlan
+from .images import CropLoader, SamplePlan, crop_batches
 from .models import LoadedModel
-from .store import allocate_array
+from .shards import LayerShards, ShardResult
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-class _Stop(Exception):
-    """Raised from a forward hook to end a forward pass early."""
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def capture(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The outputs of `modules` for input `x`; the forward pass stops once all have run."""
-    out: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, module in modules.items():
-        def hook(_m, _i, o, name=name):
-            out[name] = o
-            if len(out) == len(modules):
-                raise _Stop
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        net(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+def pick_device(name: str = "auto") -> torch.device:
+    """The device `collect.device` names: auto is CUDA when there is one."""
+    if name not in DEVICES:
+        raise AtlasError(f"collect.device = {name!r}: must be one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AtlasError("collect.device = 'cuda' but torch sees no CUDA device: set collect.device to auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
-def sample_positions(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` distinct (row, column) positions away from the border, as (count, 2)."""
-    margin = 1 if min(height, width) >= 5 else 0
-    rows = np.arange(margin, height - margin)
-    cols = np.arange(margin, width - margin)
-    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
-    chosen = rng.choice(len(grid), size=min(count, len(grid)), replace=False)
-    return grid[np.sort(chosen)]
+def _margin(height: int, width: int) -> int:
+    return 1 if min(height, width) >= 5 else 0
 
 
 def positions_per_image(shape: tuple[int, ...], wanted: int) -> int:
     _, height, width = shape
-    margin = 1 if min(height, width) >= 5 else 0
+    margin = _margin(height, width)
     return min(wanted, (height - 2 * margin) * (width - 2 * margin))
 
 
-class _Column:
-    """A .npy memmap of float16 rows that turns into float32 once a value would not fit float16 (|x| > 65504)."""
+def crop_positions(seed: int, layer: str, shape: tuple[int, ...], wanted: int, crops: range) -> np.ndarray:
+    """Distinct (row, column) positions away from the border for each crop in `crops`, as (n, P, 2) int64.
 
-    def __init__(self, path: Path, shape: tuple[int, int], what: str):
-        self.path, self.what = path, what
-        self.array = allocate_array(path, np.float16, shape)
-
-    def write(self, rows: slice, values: np.ndarray) -> None:
-        if not np.isfinite(values).all():
-            raise AtlasError(f"{self.what} holds infinite or NaN values: the model overflows float32 on these "
-                             "images; check its weights, or choose another layer")
-        if self.array.dtype == np.float16 and len(values) and np.abs(values).max() > FLOAT16_MAX:
-            tmp = self.path.with_name(self.path.name + ".tmp.npy")
-            wider = allocate_array(tmp, np.float32, self.array.shape)
-            wider[:rows.start] = self.array[:rows.start]  # float16 to float32 is exact
-            tmp.replace(self.path)  # the mapping follows the file
-            self.array = wider
-        self.array[rows] = values.astype(self.array.dtype)
-
-
-class Attributor:
-    """Class attributions for activations of one layer, by forward-mode differentiation.
-
-    The layer's output is replaced, through a hook, by a dual tensor whose tangent is
-    the activation at one position and zero elsewhere; the logits' tangent is then the
-    attribution of that position to every class. Each image's activation is repeated
-    once per position *after* the layer, so the layers before it run once per image;
-    models whose skip connections cross the layer cannot take that and fall back to
-    repeating the input.
+    Each crop's positions are a uniformly random subset of the layer's inner grid, chosen
+    by the smallest of one random word per grid position. The words of crop i are the
+    Philox stream, keyed by (seed, layer), from counter i x stride on: any range of crops
+    reads them directly, in one call.
     """
+    _, height, width = shape
+    margin = _margin(height, width)
+    rows, cols = np.arange(margin, height - margin), np.arange(margin, width - margin)
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+    count = positions_per_image(shape, wanted)
+    stride = -(-len(grid) // 4)  # Philox counter steps per crop: each gives 4 words
+    key = int.from_bytes(hashlib.sha256(f"positions:{seed}:{layer}".encode()).digest()[:16], "little")
+    words = np.random.Philox(key=key, counter=crops.start * stride).random_raw(len(crops) * stride * 4)
+    words = words.reshape(len(crops), stride * 4)[:, :len(grid)]
+    chosen = np.sort(np.argsort(words, axis=1, kind="stable")[:, :count], axis=1)
+    return grid[chosen]
 
-    def __init__(self, model: LoadedModel, layer: str):
-        self.net, self.module = model.net, model.layer(layer)
-        self.repeat_input = False
 
-    def __call__(self, x: torch.Tensor, acts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) network input, acts (B, C, h, w), positions (B, P, 2) -> (B * P, K)."""
-        batch, count = positions.shape[:2]
-        primal = acts.repeat_interleave(count, 0)
-        rows = positions[..., 0].reshape(-1)
-        cols = positions[..., 1].reshape(-1)
-        index = torch.arange(batch * count)
-        tangent = torch.zeros_like(primal)
-        tangent[index, :, rows, cols] = primal[index, :, rows, cols]
-        if not self.repeat_input:
-            try:
-                return self._run(x, primal, tangent)
-            except RuntimeError:
-                self.repeat_input = True
-        return self._run(x.repeat_interleave(count, 0), primal, tangent)
+def collect_shard(
+    model: LoadedModel,
+    layers: list[str],
+    plan: SamplePlan,
+    crops: range,
+    positions: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    images: Iterable[torch.Tensor] | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[str, ShardResult]:
+    """The rows of every layer for the crops in `crops`, as float32 / int32 numpy arrays on the CPU.
 
-    def _run(self, x: torch.Tensor, primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
-        with fwAD.dual_level():
-            dual = fwAD.make_dual(primal, tangent)
-            handle = self.module.register_forward_hook(lambda _m, _i, _o: dual)
-            try:
-                logits = self.net(x)
-            finally:
-                handle.remove()
-            result = fwAD.unpack_dual(logits).tangent
-        if result is None or result.shape[0] != primal.shape[0]:
-            raise RuntimeError("layer output did not reach the logits batch for batch")
-        return result
+    `images` yields the crops in batches of `batch_size` from `crops.start` on, as
+    (n, 3, S, S) uint8 (`images.crop_batches`); without it they are decoded here.
+    Moves `model.net` to `device` and leaves it there. Same arguments, same rows.
+    """
+    device = torch.device(device)
+    model.net.to(device)
+    shapes = model.layer_shapes()
+    counts = {name: positions_per_image(shapes[name], positions) for name in layers}
+    attributor = Attributor(model, layers, counts)
+    chosen = {name: torch.from_numpy(crop_positions(seed, name, shapes[name], positions, crops)) for name in layers}
+    if images is None:
+        loader = CropLoader(plan, model.input_size)
+        images = (loader.load_uint8(range(s, min(s + batch_size, crops.stop)))
+                  for s in range(crops.start, crops.stop, batch_size))
+    parts: dict[str, list] = {name: [] for name in layers}
+    done = 0
+    for batch in images:
+        n = len(batch)
+        x = model.normalize(batch.to(device, non_blocking=True).float().div_(255))
+        pos = {name: chosen[name][done:done + n].to(device, non_blocking=True) for name in layers}
+        for name, (vectors, attributions) in attributor(x, pos).items():
+            parts[name].append((vectors, attributions))  # kept on the device: one copy back per shard
+        done += n
+        progress(n)
+    if done != len(crops):
+        raise RuntimeError(f"shard {crops} got {done} crops")
+    out = {}
+    ids = np.arange(crops.start, crops.stop, dtype=np.int32)
+    for name in layers:
+        vectors = torch.cat([v for v, _ in parts[name]]).float().cpu().numpy()
+        attributions = torch.cat([a for _, a in parts[name]]).float().cpu().numpy()
+        where = chosen[name].numpy().astype(np.int32)
+        rows = np.concatenate([np.repeat(ids, counts[name])[:, None], where.reshape(-1, 2)], 1)
+        out[name] = ShardResult(vectors, attributions, rows)
+    return out
+
+
+def shard_ranges(n_crops: int, shard_size: int) -> list[range]:
+    return [range(s, min(s + shard_size, n_crops)) for s in range(0, n_crops, shard_size)]
 
 
 def collect_activations(
@@ -144,55 +145,58 @@ def collect_activations(
     batch_size: int,
     seed: int,
     progress: Callable[[int], None] = lambda n: None,
+    device: str = "auto",
+    workers: int = -1,
+    shard_size: int = 1024,
 ) -> dict[str, int]:
-    """Write activations, attributions and positions for every layer into `folders[layer]`.
+    """Write activations, attributions and positions for every layer into `folders[layer]`; N per layer.
 
-    Streams crops in batches of `batch_size`, writing into preallocated .npy memmaps,
-    so memory stays bounded whatever the number of images. Returns N per layer.
+    Resumes a collection that stopped part way with the same settings, computing only
+    the shards missing; `progress` hears the crops of shards already done at once.
+    Memory stays bounded by one shard's rows whatever the number of crops.
+    `workers` decoding processes: 0 decodes in this one, -1 picks (images.auto_workers).
     """
+    if shard_size < 1 or batch_size < 1:
+        raise AtlasError("collect.shard_size and collect.batch_size must be at least 1")
+    dev = pick_device(device)
     shapes = model.layer_shapes()
-    modules = {name: model.layer(name) for name in layers}
-    attributors = {name: Attributor(model, name) for name in layers}
-    per_image = {name: positions_per_image(shapes[name], positions) for name in layers}
+    counts = {name: positions_per_image(shapes[name], positions) for name in layers}
     n_crops = len(plan.crops)
-    num_classes = len(model.class_names)
-    outputs = {}
-    for name in layers:
-        folders[name].mkdir(parents=True, exist_ok=True)
-        n = n_crops * per_image[name]
-        outputs[name] = (
-            _Column(folders[name] / "activations.npy", (n, shapes[name][0]), f"layer {name}'s activations"),
-            _Column(folders[name] / "attributions.npy", (n, num_classes), f"layer {name}'s class attributions"),
-            allocate_array(folders[name] / "positions.npy", np.int32, (n, 3)),
-        )
-    # Seeded by the layer's name, not its place in `layers`: a layer's positions must not depend on which
-    # other layers are collected with it (a rebuild collects only the layers whose cache is missing).
-    rngs = {name: np.random.default_rng([seed, 2, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
-            for name in layers}
-    loader = CropLoader(plan, model.input_size)
-    for start in range(0, n_crops, batch_size):
-        crop_ids = range(start, min(start + batch_size, n_crops))
-        x = model.normalize(loader.load(crop_ids))
-        with torch.no_grad():
-            acts = capture(model.net, modules, x)
-        for name in layers:
-            layer_acts = acts[name].detach()
-            _, _, height, width = layer_acts.shape
-            count = per_image[name]
-            pos = np.stack([sample_positions(height, width, count, rngs[name]) for _ in crop_ids])
-            pos_t = torch.from_numpy(pos).long()
-            with torch.no_grad():
-                attr = attributors[name](x, layer_acts, pos_t)
-            b = torch.arange(len(crop_ids)).repeat_interleave(count)
-            vectors = layer_acts[b, :, pos_t[..., 0].reshape(-1), pos_t[..., 1].reshape(-1)]
-            rows = slice(start * count, (start + len(crop_ids)) * count)
-            act_out, attr_out, pos_out = outputs[name]
-            act_out.write(rows, vectors.numpy())
-            attr_out.write(rows, attr.numpy())
-            pos_out[rows] = np.concatenate([np.repeat(np.asarray(crop_ids)[:, None], count, 0),
-                                            pos.reshape(-1, 2)], 1)
-        progress(len(crop_ids))
-    for act_out, attr_out, pos_out in outputs.values():
-        for array in (act_out.array, attr_out.array, pos_out):
-            array.flush()
-    return {name: n_crops * per_image[name] for name in layers}
+    shards = shard_ranges(n_crops, shard_size)
+    settings = {"crops": n_crops, "shard_size": shard_size, "batch_size": batch_size, "device": dev.type}
+    stores = {name: LayerShards(folders[name], name, n_crops * counts[name], shapes[name][0], len(model.class_names),
+                                settings) for name in layers}
+    todo = [i for i in range(len(shards)) if any(i not in stores[name].done for name in layers)]
+    progress(n_crops - sum(len(shards[i]) for i in todo))
+    batches = [range(s, min(s + batch_size, shards[i].stop)) for i in todo for s in range(shards[i].start,
+                                                                                         shards[i].stop, batch_size)]
+    images = crop_batches(plan, model.input_size, batches, workers, pin_memory=dev.type == "cuda")
+    home = next((p.device for p in model.net.parameters()), torch.device("cpu"))
+    pending: Future | None = None
+    try:
+        # Shard k's rows are written on a thread while shard k + 1 is computed.
+        with ThreadPoolExecutor(1) as writer:
+            for i in todo:
+                crops = shards[i]
+                wanted = [name for name in layers if i not in stores[name].done]
+                n_batches = -(-len(crops) // batch_size)
+                result = collect_shard(model, wanted, plan, crops, positions, seed, dev, batch_size,
+                                       itertools.islice(images, n_batches), progress)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write, stores, i, crops.start, result, counts)
+            if pending is not None:
+                pending.result()
+    finally:
+        model.net.to(home)
+        for store in stores.values():
+            store.close()
+    for store in stores.values():
+        store.finish()
+    return {name: n_crops * counts[name] for name in layers}
+
+
+def _write(stores: dict[str, LayerShards], shard: int, first_crop: int, result: dict[str, ShardResult],
+           counts: dict[str, int]) -> None:
+    for name, rows in result.items():
+        stores[name].write(shard, first_crop * counts[name], rows)

@@ -7,9 +7,11 @@ orientation says.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -146,7 +148,8 @@ class CropLoader:
         self.plan, self.size = plan, size
         self._index, self._image = -1, None
 
-    def load(self, crop_ids: range | list[int]) -> "torch.Tensor":
+    def load_uint8(self, crop_ids: range | list[int]) -> "torch.Tensor":
+        """Crops as (n, 3, size, size) uint8, the form that travels between processes (a quarter of float32)."""
         import torch
 
         out = np.empty((len(crop_ids), self.size, self.size, 3), dtype=np.uint8)
@@ -155,4 +158,40 @@ class CropLoader:
             if index != self._index:
                 self._index, self._image = index, open_rgb(self.plan.images[index])
             out[row] = np.asarray(self._image.resize((self.size, self.size), Image.BICUBIC, box=tuple(box)))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+    def load(self, crop_ids: range | list[int]) -> "torch.Tensor":
+        return self.load_uint8(crop_ids).float().div_(255)
+
+
+class CropBatches:
+    """Batches of crops by number, as a map-style dataset for torch's DataLoader: item i is
+    `batches[i]`'s crops as (n, 3, size, size) uint8. Each worker process keeps its own last image."""
+
+    def __init__(self, plan: SamplePlan, size: int, batches: list[range]):
+        self.loader, self.batches = CropLoader(plan, size), batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> "torch.Tensor":
+        return self.loader.load_uint8(self.batches[i])
+
+
+def auto_workers() -> int:
+    """Decoding processes for `workers = -1`: one core is left to the computation, at most 4 decode."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
+def crop_batches(plan: SamplePlan, size: int, batches: list[range], workers: int = 0,
+                 pin_memory: bool = False) -> Iterator["torch.Tensor"]:
+    """`batches`' crops in order as (n, 3, size, size) uint8, decoded and resized in `workers`
+    processes (0: in this one, -1: `auto_workers()`), each keeping two batches ready."""
+    from torch.utils.data import DataLoader
+
+    workers = auto_workers() if workers < 0 else workers
+    workers = min(workers, len(batches))
+    loader = DataLoader(CropBatches(plan, size, batches), batch_size=None, shuffle=False, num_workers=workers,
+                        pin_memory=pin_memory, prefetch_factor=2 if workers else None)
+    return iter(loader)

@@ -138,6 +138,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("collect.positions_per_image", 4, "Activation vectors sampled per crop, away from the border "
            "(the article takes 1).", range=Range(1, 64)),
     Option("collect.batch_size", 16, "Crops per forward pass.", range=Range(1)),
+    Option("collect.device", "auto", "Where activations are collected: auto is CUDA when torch sees a GPU.",
+           choices=("auto", "cpu", "cuda")),
+    Option("collect.workers", -1, "Processes decoding images beside the collection; 0: none, decoded in the "
+           "build's own; -1: one per core but one, at most 4.",
+           range=Range(-1, text="must be -1 (chosen from the cores), 0 or more")),
+    Option("collect.shard_size", 1024, "Crops written to the cache at a time: a build stopped part way resumes "
+           "at its first missing shard.", range=Range(1)),
 
     Option("layout.method", "umap", "How activations are placed by similarity.", choices=("umap", "tsne")),
     Option("layout.n_neighbors", 20, "UMAP neighbours per point: more gives a more global layout.",

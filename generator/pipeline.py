@@ -75,7 +75,8 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> di
 
     folders, keys, todo = {}, {}, []
     for layer in layers:
-        key = store.make_key("activations", images_key, model.spec, model.weights_id, layer,
+        # 2: positions drawn per crop from (seed, layer, crop index), attributions by vmap over tangents
+        key = store.make_key("activations", 2, images_key, model.spec, model.weights_id, layer,
                              cfg.collect.positions_per_image, cfg.seed)
         folders[layer], keys[layer] = cache / "activations" / key, key
         if not store.is_complete(folders[layer], key, report.note):
@@ -85,9 +86,11 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> di
             for layer in todo:
                 store.start(folders[layer])
             with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
+                # A collection killed part way resumes here at its first missing shard (shards.py).
                 counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
                                              cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
-                                             advance)
+                                             advance, device=cfg.collect.device, workers=cfg.collect.workers,
+                                             shard_size=cfg.collect.shard_size)
             for layer in todo:
                 dtype = np.load(folders[layer] / "activations.npy", mmap_mode="r").dtype
                 store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer],

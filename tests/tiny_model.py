@@ -44,3 +44,44 @@ class Residual(nn.Module):
 def residual() -> nn.Module:
     torch.manual_seed(99)
     return Residual().eval()
+
+
+class _Swish(torch.autograd.Function):
+    """x * sigmoid(x) in the old style of custom functions (no setup_context): forward-mode AD takes it,
+    torch.func's transforms do not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * (s + x * s * (1 - s))
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return tangent * (s + x * s * (1 - s))
+
+
+class OldFunction(nn.Module):
+    """A network with an old-style autograd.Function after its layer `features.2`."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, stride=2, padding=1))
+        self.head = nn.Linear(16, len(CLASS_NAMES))
+
+    def forward(self, x):
+        return self.head(_Swish.apply(self.features(x)).mean((2, 3)))
+
+
+def old_function() -> nn.Module:
+    torch.manual_seed(7)
+    return OldFunction().eval()
