@@ -34,6 +34,11 @@ def build(
     preset: Optional[str] = typer.Option(None, help="quick, default or full."),
     seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same site."),
     cache: Optional[str] = typer.Option(None, help="Cache folder (default: .atlas-cache)."),
+    engine: Optional[str] = typer.Option(None, help="Where the icons render: local (this process; the default) or "
+                                                    'ray (a Ray cluster; pip install "activation-atlas[ray]").'),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto, or the head "
+                                              "node's host:port, to join a running cluster (default: start Ray "
+                                              "on this machine)."),
 ) -> None:
     """Build the atlas site."""
     if config is None and Path("atlas.toml").is_file():
@@ -47,6 +52,10 @@ def build(
         overrides["preset"] = preset
     if seed is not None:
         overrides["seed"] = seed
+    if engine is not None:
+        overrides["engine"] = engine
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
     if model is not None:
         overrides.setdefault("model", {})["name"] = model
     if images is not None:
