@@ -24,6 +24,7 @@ import logging
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -42,6 +43,14 @@ class ModelSource:
     checkpoint: str = ""
     labels: str = ""
     weights_id: str = ""  # the driver's LoadedModel.weights_id; a worker that loads other weights fails
+
+    @classmethod
+    def of(cls, model, checkpoint: str = "", labels: str = "") -> "ModelSource":
+        """The source of a loaded `model`, its files by absolute path: workers run in other folders."""
+        path, sep, factory = model.spec.rpartition(":")
+        spec = f"{Path(path).resolve()}:{factory}" if sep and path.endswith(".py") else model.spec
+        return cls(spec, checkpoint and str(Path(checkpoint).resolve()), labels and str(Path(labels).resolve()),
+                   model.weights_id)
 
 
 # One model per process: a worker runs one build's work at a time.

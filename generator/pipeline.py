@@ -243,10 +243,10 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         timings[name] = timings.get(name, 0.0) + now - clock
         clock = now
 
-    source = ModelSource(cfg.model.name, cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint)),
-                         cfg.model.labels and str(cfg.path(cfg.model.labels)))
-    model = load_model(source.spec, source.checkpoint, source.labels)
-    source = ModelSource(source.spec, source.checkpoint, source.labels, model.weights_id)
+    checkpoint = cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint))
+    labels = cfg.model.labels and str(cfg.path(cfg.model.labels))
+    model = load_model(cfg.model.name, checkpoint, labels)
+    source = ModelSource.of(model, checkpoint, labels)  # how an engine's workers make it again
     layers = list(cfg.collect.layers or model.default_layers)
     check_layers(model, layers)  # fail now, naming the closest layers, not after minutes of work
     i = cfg.icons

@@ -10,7 +10,7 @@ from generator.engine import LocalEngine, ModelSource, load_model_cached, open_e
 from generator.errors import AtlasError
 from generator.icons import RenderSettings, render_icons
 
-from .conftest import TINY_SPEC
+from .conftest import TESTS, TINY_SPEC
 
 
 def _scaled(factor, x):
@@ -81,3 +81,15 @@ def test_engine_mistakes_are_one_line():
         assert "\n" not in str(err.value)
     with pytest.raises(AtlasError, match="host:port") as err:
         engine_module._check_reachable("headnode")
+
+
+def test_a_model_file_travels_by_absolute_path(monkeypatch):
+    """Ray workers start in folders of their own: a relative model file would not be found there."""
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(TESTS)
+    source = ModelSource.of(SimpleNamespace(spec="tiny_model.py:tiny", weights_id="w"), "weights.pt", "")
+    assert source == ModelSource(f"{TESTS.resolve() / 'tiny_model.py'}:tiny", str(TESTS.resolve() / "weights.pt"),
+                                 "", "w")
+    hub = SimpleNamespace(spec="torchvision:resnet18:DEFAULT", weights_id="")
+    assert ModelSource.of(hub).spec == "torchvision:resnet18:DEFAULT"

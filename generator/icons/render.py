@@ -222,7 +222,7 @@ def render_icons(
     interrupted build loses only the batches still running.
     """
     engine = engine or LocalEngine()
-    source = source or ModelSource(model.spec, weights_id=model.weights_id)
+    source = source or ModelSource.of(model)
     try:
         with remembered(source, model):
             return _render_all(engine, source, model, layer, directions, settings, seed, device, cache_dir, progress,
