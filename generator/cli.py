@@ -42,6 +42,8 @@ def build(
     preset: Optional[str] = typer.Option(None, help=_help("preset")),
     seed: Optional[int] = typer.Option(None, help=_help("seed")),
     cache: Optional[str] = typer.Option(None, help=_help("cache")),
+    engine: Optional[str] = typer.Option(None, help=_help("engine")),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=_help("ray_address")),
 ) -> None:
     """Build the atlas site."""
     if config is None and Path("atlas.toml").is_file():
@@ -55,6 +57,10 @@ def build(
         overrides["preset"] = preset
     if seed is not None:
         overrides["seed"] = seed
+    if engine is not None:
+        overrides["engine"] = engine
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
     if model is not None:
         overrides.setdefault("model", {})["name"] = model
     if images is not None:

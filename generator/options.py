@@ -120,6 +120,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("out", "site", "Folder the site is written to; replaced only when a build succeeds.", active=True),
     Option("cache", ".atlas-cache", "Folder of cached stages: a rebuild with unchanged inputs skips every stage.",
            active=True),
+    Option("engine", "local", "Where collection shards and icon batches run: local (this process) or ray (a "
+           'Ray cluster; pip install "activation-atlas[ray]"). Same seed, same site on either.',
+           choices=("local", "ray")),
+    Option("ray_address", "", "With engine ray: auto, or the head node's host:port, to join a running cluster; "
+           "empty: start Ray on this machine.", example="auto"),
 
     Option("model.name", "efficientnet_lite0", "efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME or "
            "path/to/file.py:factory (list a model's layers with `atlas layers --model NAME`).", active=True),

@@ -143,13 +143,15 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
         return levels_from_arrays(cells, np.load(folder / "directions.npy"), np.load(folder / "scores.npy"))
 
 
-def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None):
+def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
+                engine=None, source=None):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
 
     With `icons.warm_start`, each level after the first starts every icon from the icon
     of its parent cell in the level before, and needs fewer steps for the same fidelity.
     With `icons.whiten`, the objective aims at directions whitened by the second moments
-    of the layer's activations in `act_folder`.
+    of the layer's activations in `act_folder`. Batches not in the cache run on `engine`,
+    which makes the model again from `source` (engine.ModelSource) where it runs elsewhere.
     """
     from .grid import parent_cells
     from .icons import RenderedIcons, RenderSettings, render_icons
@@ -169,7 +171,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 start = rendered[-1].icons[np.maximum(parents, 0)]
             rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
                                          cache / "icons" / layer, advance, start, has_start, whiten, i.precision,
-                                         report.note))
+                                         report.note, engine, source))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
     report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
@@ -192,7 +194,8 @@ PATH_SETTINGS = [("model", "checkpoint"), ("model", "labels"), ("images", "dir")
 def published_config(cfg: Config) -> dict:
     """The config as data/build.json shows it: no path of the build machine, files and folders by name."""
     data = describe(cfg)
-    for key in ("out", "cache"):
+    # Where it was built, and on what: neither changes a published byte.
+    for key in ("out", "cache", "engine", "ray_address"):
         data.pop(key, None)
     data["model"]["name"] = _shown_spec(cfg.model.name)
     for section, key in PATH_SETTINGS:
@@ -202,11 +205,21 @@ def published_config(cfg: Config) -> dict:
     return data
 
 
-def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
-    """Run every stage for `cfg` and write the site to `cfg.out`."""
+def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResult:
+    """Run every stage for `cfg` and write the site to `cfg.out`.
+
+    The icons run on `engine` (engine.py); by default on the one `cfg.engine` names, opened
+    for this build and closed after it.
+    """
     import torch
 
+    from .engine import ModelSource, open_engine
     from .models import check_layers, load_model
+
+    if engine is None:
+        # Opened first: a cluster that cannot be reached fails before any work.
+        with open_engine(cfg.engine, cfg.ray_address) as engine:
+            return build(cfg, report, engine)
     from .site import render_site
     from .tiles import write_atlas, write_manifest
 
@@ -227,8 +240,10 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         timings[name] = timings.get(name, 0.0) + now - clock
         clock = now
 
-    model = load_model(cfg.model.name, cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint)),
-                       cfg.model.labels and str(cfg.path(cfg.model.labels)))
+    checkpoint = cfg.model.checkpoint and str(cfg.path(cfg.model.checkpoint))
+    labels = cfg.model.labels and str(cfg.path(cfg.model.labels))
+    model = load_model(cfg.model.name, checkpoint, labels)
+    source = ModelSource.of(model, checkpoint, labels)  # how an engine's workers make it again
     layers = list(cfg.collect.layers or model.default_layers)
     check_layers(model, layers)  # fail now, naming the closest layers, not after minutes of work
     i = cfg.icons
@@ -240,6 +255,8 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
     report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps{warm}, "
                 f"{i.tries} tr{'y' if i.tries == 1 else 'ies'}, {pick_precision(i.precision, device)} on {device.type}; "
                 f"layers {', '.join(layers)}; levels {', '.join(map(str, cfg.grid.levels))}")
+    if engine.name != "local":
+        report.note(f"engine: {engine.describe()}")
     lap("model")
     plan, images_key = stage_images(cfg, cache, report)
     lap("images")
@@ -252,7 +269,7 @@ def build(cfg: Config, report: Reporter | None = None) -> BuildResult:
         lap("layout")
         levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache, report)
         lap("grid")
-        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer])
+        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source)
         lap("icons")
         count = store.read_meta(act_folders[layer])["count"]
         atlases_raw.append((layer, count, levels, rendered))

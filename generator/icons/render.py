@@ -5,6 +5,10 @@ Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, 3) uint
 of directions. A batch's key covers the model, layer, its directions and the render
 settings, so unchanged batches are never rendered twice and an interrupted build
 resumes at the first missing batch; a batch that fails its digest is rendered again.
+
+render_icons is the driver: it partitions the directions into batches, derives each
+batch's seed from its key, and sends the batches missing from the cache to an engine
+(engine.py; worker.py holds what runs there), saving each as it comes back.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from ..engine import Engine, LocalEngine, ModelSource, remembered
 from ..models import LoadedModel
 from ..store import array_digest, make_key, write_json
-from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory, total_memory
+from . import worker
+from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
 from .network import LayerFn, layer_fn, pick_precision
 from .objectives import cosine_at_centre, direction_objective
 from .param import FourierImage
@@ -196,6 +202,8 @@ def render_icons(
     whiten: np.ndarray | None = None,
     precision: str = "auto",
     note: Callable[[str], None] = lambda m: None,
+    engine: Engine | None = None,
+    source: ModelSource | None = None,
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
@@ -207,32 +215,42 @@ def render_icons(
     `whiten @ direction` and fidelity is still read against the direction. `precision`
     is the network's number format while optimizing ("auto", "float32", "bfloat16");
     fidelity is always read in float32. A damaged cached batch is named through `note`.
+
+    The batches not in the cache run on `engine` (default: this process), which makes
+    the model again from `source` where it runs elsewhere (default: `model.spec`, which
+    serves a model without a checkpoint). Each batch is saved as it arrives, so an
+    interrupted build loses only the batches still running.
     """
-    dev = pick_device(device)
-    precision = pick_precision(precision, dev)
-    prepared: list = []
+    engine = engine or LocalEngine()
+    source = source or ModelSource.of(model)
+    try:
+        with remembered(source, model):
+            return _render_all(engine, source, model, layer, directions, settings, seed, device, cache_dir, progress,
+                               start, has_start, whiten, precision, note)
+    finally:
+        worker.release_networks()
+        model.net.to("cpu", memory_format=torch.contiguous_format)
 
-    def network() -> list:
-        """The prepared networks, made only once a batch needs rendering: a cached build skips their surgery."""
-        nonlocal settings
-        if not prepared:
-            forward, scorer, settings = prepare(model, layer, dev, precision, settings)
-            prepared.extend((forward, scorer))
-        return prepared
 
+def _render_all(engine, source, model, layer, directions, settings, seed, device, cache_dir, progress, start,
+                has_start, whiten, precision, note) -> RenderedIcons:
+    # "auto" is decided once, where the work runs, and sent with every batch: batches agree.
+    _, (device, precision, memory) = next(engine.map(worker.worker_facts, [(device, precision)]))
     if not settings.batch_size:
         memo = cache_dir / "batch-size.json" if cache_dir else None
         memo_key = make_key("batch size", model.spec, model.weights_id, layer, settings.size_px, settings.tries,
-                            precision, dev.type, total_memory(dev))
+                            precision, torch.device(device).type, memory)
         known = _read_memo(memo)
         if memo_key in known:
             settings = replace(settings, batch_size=int(known[memo_key]))
         else:
-            network()
+            _, size = next(engine.map(worker.probe_batch_size, [(source, layer, device, precision, settings)]))
+            settings = replace(settings, batch_size=size)
             if memo is not None:
                 memo.parent.mkdir(parents=True, exist_ok=True)
                 write_json(memo, {**known, memo_key: settings.batch_size})
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    todo, items = [], []  # (part index, cache path, count), and each one's arguments
     settings_key = asdict(settings)
     for first in range(0, len(directions), settings.batch_size):
         rows = slice(first, first + settings.batch_size)
@@ -251,15 +269,20 @@ def render_icons(
         if part is None and path is not None and path.is_file():
             note(f"cache: icons/{path.parent.name}/{path.name} is damaged; rendering it again")
         if part is None:
-            forward, scorer = network()
-            part = _render_batch(forward, model, layer, torch.from_numpy(batch), settings, int(key[:15], 16), dev,
-                                 batch_start, batch_has, whiten, scorer)
-            if path is not None:
-                save_batch(path, part)
-        parts.append(part)
-        progress(len(batch))
-    model.net.to("cpu", memory_format=torch.contiguous_format)
+            todo.append((len(parts) + len(todo), path, len(batch)))
+            items.append((batch, int(key[:15], 16), batch_start, batch_has))
+        else:
+            parts[len(parts) + len(todo)] = part
+            progress(len(batch))
+    common = (source, layer, device, precision, settings, whiten)
+    for j, part in engine.map(worker.render_batch, items, common):
+        index, path, count = todo[j]
+        if path is not None:
+            save_batch(path, part)
+        parts[index] = part
+        progress(count)
     if not parts:
         size = settings.size_px
         return RenderedIcons(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
-    return RenderedIcons(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+    ordered = [parts[i] for i in range(len(parts))]
+    return RenderedIcons(*(np.concatenate([p[i] for p in ordered]) for i in range(3)))

@@ -1,0 +1,77 @@
+"""What an engine runs for render_icons: module-level functions of picklable arguments.
+
+Each takes a ModelSource, not a model: a worker process loads the model once
+(engine.load_model_cached) and keeps the network prepared for one (model, layer, device,
+precision) until it is asked for another. The driver decides everything that batches
+must agree on (device, precision, batch size, each batch's seed) and sends it with them,
+so a batch's icons do not depend on the process that rendered it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..engine import ModelSource, load_model_cached
+from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory, total_memory
+
+# (source, layer, device, precision) -> (model, forward, scorer, {(size_px, tries, batch_size) memory was kept for})
+_PREPARED: dict = {}
+
+
+def release_networks() -> None:
+    """Forget the prepared network, and put its model back on the CPU in the layout it was loaded in."""
+    for model, *_ in _PREPARED.values():
+        model.net.to("cpu", memory_format=torch.contiguous_format)
+    _PREPARED.clear()
+
+
+def _networks(source: ModelSource, layer: str, device: str, precision: str, settings):
+    """(model, optimizing network, float32 scoring network, settings with a batch size), prepared once a process."""
+    from . import render  # through the module: tests count and replace its parts
+
+    dev = torch.device(device)
+    key = (source, layer, device, precision)
+    if key not in _PREPARED:
+        release_networks()
+        model = load_model_cached(source)
+        forward, scorer, settings = render.prepare(model, layer, dev, precision, settings)
+        _PREPARED[key] = (model, forward, scorer, {(settings.size_px, settings.tries, settings.batch_size)})
+        return model, forward, scorer, settings
+    model, forward, scorer, kept = _PREPARED[key]
+    if not settings.batch_size:
+        settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, dev))
+    shape = (settings.size_px, settings.tries, settings.batch_size)
+    if dev.type == "cpu" and shape not in kept:
+        keep_freed_memory(bytes_per_icon(forward, settings.size_px, dev) * settings.batch_size * settings.tries)
+        kept.add(shape)
+    return model, forward, scorer, settings
+
+
+def worker_facts(device: str, precision: str) -> tuple[str, str, int]:
+    """What "auto" means where this runs: (device, precision, that device's memory in bytes)."""
+    from .network import pick_precision
+    from .render import pick_device
+
+    dev = pick_device(device)
+    return str(dev), pick_precision(precision, dev), total_memory(dev)
+
+
+def probe_batch_size(source: ModelSource, layer: str, device: str, precision: str, settings) -> int:
+    """Directions per batch for `settings` (batch_size 0) on this device, from its memory."""
+    return _networks(source, layer, device, precision, settings)[3].batch_size
+
+
+def render_batch(source: ModelSource, layer: str, device: str, precision: str, settings, whiten: np.ndarray | None,
+                 directions: np.ndarray, seed: int, start: np.ndarray | None, has_start: np.ndarray | None):
+    """One batch: icons (B, S, S, 3) uint8, fidelity (B,) float32, objective (B,) float32 (see render._render_batch)."""
+    from . import render
+
+    model, forward, scorer, settings = _networks(source, layer, device, precision, settings)
+    # Arrays from Ray's object store are read-only; torch wants its own.
+    directions = torch.from_numpy(np.array(directions, np.float32))
+    whiten = None if whiten is None else np.array(whiten)
+    return render._render_batch(forward, model, layer, directions, settings, seed, torch.device(device), start,
+                                has_start, whiten, scorer)
