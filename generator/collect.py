@@ -132,6 +132,20 @@ def collect_shard(
     return out
 
 
+def collect_rows(source, plan: SamplePlan, positions: int, seed: int, device: str, batch_size: int, crops: range,
+                 layers: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One shard as an engine's task: `collect_shard`'s rows for `layers`, in that order, as plain tuples.
+
+    The model is made from `source` once per worker process (engine.load_model_cached);
+    `device` is resolved where the task runs, so a cluster's GPU nodes collect on CUDA.
+    """
+    from .engine import load_model_cached
+
+    model = load_model_cached(source)
+    result = collect_shard(model, layers, plan, crops, positions, seed, pick_device(device), batch_size)
+    return [tuple(result[name]) for name in layers]
+
+
 def shard_ranges(n_crops: int, shard_size: int) -> list[range]:
     return [range(s, min(s + shard_size, n_crops)) for s in range(0, n_crops, shard_size)]
 
@@ -148,6 +162,8 @@ def collect_activations(
     device: str = "auto",
     workers: int = -1,
     shard_size: int = 1024,
+    engine=None,
+    source=None,
 ) -> dict[str, int]:
     """Write activations, attributions and positions for every layer into `folders[layer]`; N per layer.
 
@@ -155,19 +171,56 @@ def collect_activations(
     the shards missing; `progress` hears the crops of shards already done at once.
     Memory stays bounded by one shard's rows whatever the number of crops.
     `workers` decoding processes: 0 decodes in this one, -1 picks (images.auto_workers).
+    On an `engine` other than the local one, each shard is a task (`collect_rows`) that
+    makes the model again from `source` (engine.ModelSource) and decodes its own crops,
+    so every node must read the images at the paths in `plan`; the rows come back to
+    this process, which writes them as they arrive.
     """
     if shard_size < 1 or batch_size < 1:
         raise AtlasError("collect.shard_size and collect.batch_size must be at least 1")
-    dev = pick_device(device)
+    remote = engine is not None and engine.name != "local"
+    # On an engine, `device` is resolved where each task runs: this machine may have no GPU.
+    dev = None if remote else pick_device(device)
+    if remote and device not in DEVICES:
+        pick_device(device)  # the one-line message for a name that is no device
     shapes = model.layer_shapes()
     counts = {name: positions_per_image(shapes[name], positions) for name in layers}
     n_crops = len(plan.crops)
     shards = shard_ranges(n_crops, shard_size)
-    settings = {"crops": n_crops, "shard_size": shard_size, "batch_size": batch_size, "device": dev.type}
+    settings = {"crops": n_crops, "shard_size": shard_size, "batch_size": batch_size,
+                "device": f"{engine.name}:{device}" if remote else dev.type}
     stores = {name: LayerShards(folders[name], name, n_crops * counts[name], shapes[name][0], len(model.class_names),
                                 settings) for name in layers}
     todo = [i for i in range(len(shards)) if any(i not in stores[name].done for name in layers)]
     progress(n_crops - sum(len(shards[i]) for i in todo))
+    try:
+        if remote:
+            _collect_on(engine, source, stores, shards, todo, layers, plan, positions, seed, device, batch_size,
+                        counts, progress)
+        else:
+            _collect_here(model, stores, shards, todo, layers, plan, positions, seed, dev, batch_size, workers,
+                          counts, progress)
+    finally:
+        for store in stores.values():
+            store.close()
+    for store in stores.values():
+        store.finish()
+    return {name: n_crops * counts[name] for name in layers}
+
+
+def _collect_on(engine, source, stores, shards, todo, layers, plan, positions, seed, device, batch_size, counts,
+                progress) -> None:
+    """Each shard a task on `engine`; rows written as they come back, in whatever order."""
+    items = [(shards[i], [name for name in layers if i not in stores[name].done]) for i in todo]
+    for k, rows in engine.map(collect_rows, items, (source, plan, positions, seed, device, batch_size)):
+        i = todo[k]
+        _write(stores, i, shards[i].start, dict(zip(items[k][1], (ShardResult(*r) for r in rows))), counts)
+        progress(len(shards[i]))
+
+
+def _collect_here(model, stores, shards, todo, layers, plan, positions, seed, dev, batch_size, workers, counts,
+                  progress) -> None:
+    """Every shard in this process on `dev`, crops decoded by `workers` processes."""
     batches = [range(s, min(s + batch_size, shards[i].stop)) for i in todo for s in range(shards[i].start,
                                                                                          shards[i].stop, batch_size)]
     images = crop_batches(plan, model.input_size, batches, workers, pin_memory=dev.type == "cuda")
@@ -189,11 +242,6 @@ def collect_activations(
                 pending.result()
     finally:
         model.net.to(home)
-        for store in stores.values():
-            store.close()
-    for store in stores.values():
-        store.finish()
-    return {name: n_crops * counts[name] for name in layers}
 
 
 def _write(stores: dict[str, LayerShards], shard: int, first_crop: int, result: dict[str, ShardResult],

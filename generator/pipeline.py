@@ -69,8 +69,9 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     return plan, key
 
 
-def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> dict[str, Path]:
-    """activations.npy, attributions.npy, positions.npy per layer (see collect.py)."""
+def stage_activations(cfg, model, layers, plan, images_key, cache, report, engine=None,
+                      source=None) -> dict[str, Path]:
+    """activations.npy, attributions.npy, positions.npy per layer (see collect.py); shards run on `engine`."""
     from .collect import collect_activations
 
     folders, keys, todo = {}, {}, []
@@ -90,7 +91,7 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report) -> di
                 counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
                                              cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
                                              advance, device=cfg.collect.device, workers=cfg.collect.workers,
-                                             shard_size=cfg.collect.shard_size)
+                                             shard_size=cfg.collect.shard_size, engine=engine, source=source)
             for layer in todo:
                 dtype = np.load(folders[layer] / "activations.npy", mmap_mode="r").dtype
                 store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer],
@@ -260,7 +261,7 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     lap("model")
     plan, images_key = stage_images(cfg, cache, report)
     lap("images")
-    act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report)
+    act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")
 
     atlases_raw = []

@@ -20,12 +20,13 @@ from generator.config import load_config  # noqa: E402
 from generator.errors import AtlasError  # noqa: E402
 
 from .conftest import TESTS  # noqa: E402
+from .tiny_model import INPUT_SIZE  # noqa: E402
 
 pytestmark = pytest.mark.ray
 OBJECT_STORE_BYTES = 80 * 2**20
 
-# Appended to the tiny model: the first forward pass of a batch in a Ray worker, once armed, kills that
-# worker's process outright, as a machine that goes away would.
+# Appended to the tiny model: once armed, the first forward pass of a batch in a Ray worker, in the stage
+# the armed file names, kills that worker's process outright, as a machine that goes away would.
 TRIPWIRE = """
 
 import os as _os
@@ -35,7 +36,10 @@ _DRIVER, _ARMED, _TRIPPED = {driver}, _Path({armed!r}), _Path({tripped!r})
 
 
 def _trip(_module, args):
-    if _os.getpid() != _DRIVER and args[0].shape[0] > 1 and _ARMED.exists() and not _TRIPPED.exists():
+    # The armed file names the stage to die in: collection feeds whole crops of the model's input size.
+    if _os.getpid() == _DRIVER or args[0].shape[0] < 2 or not _ARMED.exists() or _TRIPPED.exists():
+        return
+    if (args[0].shape[-1] == {input_size}) == (_ARMED.read_text() == "collect"):
         _TRIPPED.write_text(str(_os.getpid()))
         _os._exit(1)
 
@@ -67,29 +71,19 @@ def work(tmp_path_factory, image_dir):
     folder = tmp_path_factory.mktemp("ray")
     model = folder / "dying_model.py"
     model.write_text((TESTS / "tiny_model.py").read_text() + TRIPWIRE.format(
-        driver=os.getpid(), armed=str(folder / "armed"), tripped=str(folder / "tripped")))
+        driver=os.getpid(), armed=str(folder / "armed"), tripped=str(folder / "tripped"), input_size=INPUT_SIZE))
 
     def make(name: str, engine: str = "local", address: str = ""):
         cfg = load_config(None, {
             "out": str(folder / name / "site"), "cache": str(folder / name / "cache"),
             "model": {"name": f"{model}:dying"}, "images": {"dir": str(image_dir), "crops_per_image": 3},
-            "collect": {"layers": ["features.4"]},
+            "collect": {"layers": ["features.4"], "shard_size": 4},  # shards for both nodes
             "layout": {"method": "tsne"}, "grid": {"levels": [2, 4], "min_count": 1},
             "icons": {"size_px": 24, "steps": 4, "batch_size": 3},  # batches for both nodes
         })
-        return _with_engine(cfg, engine, address)
+        return dataclasses.replace(cfg, engine=engine, ray_address=address)
 
     return folder, make
-
-
-def _with_engine(cfg, engine: str, address: str):
-    """`cfg` with top-level `engine` and `ray_address`, whether or not Config declares them yet."""
-    if "engine" in {f.name for f in dataclasses.fields(cfg)}:
-        return dataclasses.replace(cfg, engine=engine, ray_address=address)
-    with_keys = dataclasses.make_dataclass("EngineConfig", [("engine", str, "local"), ("ray_address", str, "")],
-                                           bases=(type(cfg),), frozen=True)
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    return with_keys(**values, engine=engine, ray_address=address)
 
 
 def _tree(folder):
@@ -112,7 +106,15 @@ def local(work):
     return cfg
 
 
+def _activation_cache(cfg):
+    """Every collected array, by layer folder and name."""
+    return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in sorted(cfg.path(cfg.cache).glob("activations/*/*.npy"))}
+
+
 def _assert_same_build(cfg, reference):
+    arrays, expected_arrays = _activation_cache(cfg), _activation_cache(reference)
+    assert len(expected_arrays) == 3 and sorted(arrays) == sorted(expected_arrays)
+    assert [name for name in expected_arrays if arrays[name] != expected_arrays[name]] == []
     site, expected = _tree(cfg.path(cfg.out)), _tree(reference.path(reference.out))
     assert sorted(site) == sorted(expected)
     assert [name for name in expected if site[name] != expected[name]] == []
@@ -135,11 +137,16 @@ def test_a_build_on_two_ray_nodes_gives_the_local_engine_s_site_and_icons(cluste
     assert not ray.is_initialized()  # the build closed the session it opened
 
 
-def test_a_worker_killed_mid_build_costs_only_its_batch(cluster, work, local):
+@pytest.mark.parametrize("stage", ["collect", "icons"])
+def test_a_worker_killed_mid_build_costs_only_its_task(cluster, work, local, stage):
     folder, make = work
-    (folder / "armed").write_text("")
-    cfg = make("killed", "ray", cluster)
-    pipeline.build(cfg)
+    (folder / "tripped").unlink(missing_ok=True)
+    (folder / "armed").write_text(stage)
+    try:
+        cfg = make(f"killed-{stage}", "ray", cluster)
+        pipeline.build(cfg)
+    finally:
+        (folder / "armed").unlink()
     assert (folder / "tripped").is_file()  # a worker process did die, in a task Ray then ran again
     assert int((folder / "tripped").read_text()) != os.getpid()
     _assert_same_build(cfg, local)
