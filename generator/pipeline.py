@@ -51,8 +51,7 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     else:
         paths = default_photos()
         per_image = cfg.images.crops_per_image or math.ceil(cfg.images.default_crops / len(paths))
-    # 2: sizes and crops are those of each image turned upright by its EXIF orientation
-    key = store.make_key("images", 2, _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
+    key = store.artifact_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
     folder = cache / "images" / key
 
     def make(folder: Path) -> dict:
@@ -74,29 +73,23 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report, engin
     """activations.npy, attributions.npy, positions.npy per layer (see collect.py); shards run on `engine`."""
     from .collect import collect_activations
 
-    folders, keys, todo = {}, {}, []
-    for layer in layers:
-        # 2: positions drawn per crop from (seed, layer, crop index), attributions by vmap over tangents
-        key = store.make_key("activations", 2, images_key, model.spec, model.weights_id, layer,
-                             cfg.collect.positions_per_image, cfg.seed)
-        folders[layer], keys[layer] = cache / "activations" / key, key
-        if not store.is_complete(folders[layer], key, report.note):
-            todo.append(layer)
-    if todo:
-        with store.writing(cache / "activations"):
-            for layer in todo:
-                store.start(folders[layer])
-            with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
-                # A collection killed part way resumes here at its first missing shard (shards.py).
-                counts = collect_activations(model, todo, plan, {k: folders[k] for k in todo},
-                                             cfg.collect.positions_per_image, cfg.collect.batch_size, cfg.seed,
-                                             advance, device=cfg.collect.device, workers=cfg.collect.workers,
-                                             shard_size=cfg.collect.shard_size, engine=engine, source=source)
-            for layer in todo:
-                dtype = np.load(folders[layer] / "activations.npy", mmap_mode="r").dtype
-                store.mark_complete(folders[layer], keys[layer], layer=layer, count=counts[layer],
-                                    activations_dtype=str(dtype))
-    return folders
+    wanted = {layer: (cache / "activations" / key, key) for layer in layers
+              for key in [store.artifact_key("activations", images_key, model.spec, model.weights_id, layer,
+                                             cfg.collect.positions_per_image, cfg.seed)]}
+
+    def make(folders: dict[str, Path]) -> dict[str, dict]:
+        todo = list(folders)
+        with report.stage(f"Activations ({', '.join(todo)})", len(plan.crops)) as advance:
+            # A collection killed part way resumes here at its first missing shard (shards.py).
+            counts = collect_activations(model, todo, plan, folders, cfg.collect.positions_per_image,
+                                         cfg.collect.batch_size, cfg.seed, advance, device=cfg.collect.device,
+                                         workers=cfg.collect.workers, shard_size=cfg.collect.shard_size,
+                                         engine=engine, source=source)
+        return {layer: {"layer": layer, "count": counts[layer], "activations_dtype":
+                        str(np.load(folders[layer] / "activations.npy", mmap_mode="r").dtype)} for layer in todo}
+
+    store.ensure_each(wanted, make, report.note)
+    return {layer: folder for layer, (folder, _) in wanted.items()}
 
 
 def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path:
@@ -104,7 +97,7 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
     from .layout import fit_layout
 
     lay = cfg.layout
-    key = store.make_key("layout", act_folder.name, asdict(lay), cfg.seed)
+    key = store.artifact_key("layout", act_folder.name, asdict(lay), cfg.seed)
     folder = cache / "layout" / key
 
     def make(folder: Path) -> dict:
@@ -122,8 +115,7 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
 def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path, report) -> list[Level]:
     """cells.npz, directions.npy and scores.npy: every level's cells, mean activations and class scores."""
     g = cfg.grid
-    # 2: scores.npy joined the artifact; 3: cells.npz replaced cells.json (100,000 cells: 4 s to write as JSON)
-    key = store.make_key("grid", 3, layout_folder.name, act_folder.name, asdict(g))
+    key = store.artifact_key("grid", layout_folder.name, act_folder.name, asdict(g))
     folder = cache / "grid" / key
 
     def make(folder: Path) -> dict:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import AtlasError
-from .store import write_json
+from .store import reserve_array, write_json
 
 PROGRESS = "progress.json"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -33,18 +33,6 @@ class ShardResult(NamedTuple):
     activations: np.ndarray  # (n, C) float32
     attributions: np.ndarray  # (n, K) float32
     positions: np.ndarray  # (n, 3) int32: crop index, row, column
-
-
-def _allocate(path: Path, dtype, shape: tuple[int, ...]) -> None:
-    """An .npy file of `shape` whose disk blocks are reserved now: a full disk fails here, not hours later."""
-    sparse = np.lib.format.open_memmap(path, "w+", dtype, shape)  # writes the header; the body stays sparse
-    del sparse
-    if hasattr(os, "posix_fallocate"):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
 
 
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -71,7 +59,7 @@ class RowFile:
         """With `reuse`, keep the file at `path` as it is (see `fits`); otherwise allocate it afresh."""
         self.path, self.what, self.widen = path, what, widen
         if not reuse:
-            _allocate(path, dtype, shape)
+            reserve_array(path, dtype, shape)
         self._open()
 
     @staticmethod
@@ -105,7 +93,7 @@ class RowFile:
 
     def _to_float32(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp.npy")
-        _allocate(tmp, np.float32, self.shape)
+        reserve_array(tmp, np.float32, self.shape)
         _, _, tmp_offset = _header(tmp)
         rows = max(1, _COPY_BYTES // self.row_bytes)
         out = os.open(tmp, os.O_RDWR)

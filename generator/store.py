@@ -28,6 +28,22 @@ META = "meta.json"
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
+# Each artifact's version, in one place. Raise one when what its files hold, or how they are
+# made, changes: its caches made before are made again, and so are the stages made from them.
+VERSIONS = {
+    "images": 2,  # 2: sizes and crops are those of each image turned upright by its EXIF orientation
+    "activations": 2,  # 2: positions drawn per crop from (seed, layer, crop), attributions by vmap over tangents
+    "layout": 2,  # 2: above layout.fit_sample rows, fitted on a sample and the rest placed
+    "grid": 3,  # 2: scores.npy joined the artifact; 3: cells.npz replaced cells.json
+    "icons": 1,
+}
+
+
+def artifact_key(artifact: str, *parts: Any) -> str:
+    """The key of `artifact` (a name in VERSIONS) made from `parts`, its version included."""
+    return make_key(artifact, VERSIONS[artifact], *parts)
+
+
 def make_key(*parts: Any) -> str:
     """A short stable hash of JSON-able parts."""
     text = json.dumps([SCHEMA_VERSION, *parts], sort_keys=True, default=str)
@@ -105,8 +121,8 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def allocate_array(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
-    """A .npy memmap whose disk blocks are reserved now.
+def reserve_array(path: Path, dtype, shape: tuple[int, ...]) -> None:
+    """Write a .npy file of `shape` whose disk blocks are reserved now, its body unwritten.
 
     A page written into a sparse file on a full disk kills the process with SIGBUS; with
     the blocks reserved, a full disk is an OSError here instead.
@@ -120,7 +136,6 @@ def allocate_array(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-    return np.lib.format.open_memmap(path, "r+")
 
 
 def mark_complete(folder: Path, key: str, **info: Any) -> None:
@@ -154,8 +169,24 @@ def ensure(folder: Path, key: str, make: Callable[[Path], dict | None],
 
     `make` writes the stage's files into the folder and returns extra sidecar fields.
     """
-    if not is_complete(folder, key, note):
-        with writing(folder):
-            start(folder)
-            mark_complete(folder, key, **(make(folder) or {}))
-    return read_meta(folder)
+    return ensure_each({"": (folder, key)}, lambda folders: {"": make(folders[""]) or {}}, note)[""]
+
+
+def ensure_each(wanted: dict[str, tuple[Path, str]], make: Callable[[dict[str, Path]], dict[str, dict]],
+                note: Callable[[str], None] = lambda m: None) -> dict[str, dict[str, Any]]:
+    """Each name's sidecar, where `wanted[name]` is its (folder, key): the cache helper of every stage.
+
+    The names whose folder is not complete are made by one call, `make({name: folder})`,
+    which writes their files and returns each one's extra sidecar fields; a stage whose
+    parts share work (the layers of one collection) makes them together. A folder whose
+    make fails keeps no sidecar, so the next build makes it again.
+    """
+    todo = {name: folder for name, (folder, key) in wanted.items() if not is_complete(folder, key, note)}
+    if todo:
+        with writing(next(iter(todo.values())).parent):
+            for folder in todo.values():
+                start(folder)
+            made = make(todo)
+            for name, folder in todo.items():
+                mark_complete(folder, wanted[name][1], **(made.get(name) or {}))
+    return {name: read_meta(folder) for name, (folder, _) in wanted.items()}

@@ -28,17 +28,17 @@ def test_published_json_refuses_nan(tmp_path):
         store.write_json(tmp_path / "x.json", {"fidelity": float("nan")})
 
 
-def test_a_memmap_on_a_full_disk_is_an_error_not_a_crash(tmp_path):
+def test_an_array_on_a_full_disk_is_an_error_when_reserved_not_a_crash_later(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("needs permission to mount a tmpfs")
     try:
         with pytest.raises(OSError) as caught:
-            store.allocate_array(disk / "activations.npy", np.float16, (1000, 512))
+            store.reserve_array(disk / "activations.npy", np.float16, (1000, 512))
         assert caught.value.errno == errno.ENOSPC
         with pytest.raises(AtlasError, match="free space"):
             with store.writing(disk):
-                store.allocate_array(disk / "activations.npy", np.float16, (1000, 512))
+                store.reserve_array(disk / "activations.npy", np.float16, (1000, 512))
     finally:
         subprocess.run(["umount", "--lazy", str(disk)])

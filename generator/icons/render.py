@@ -26,7 +26,7 @@ import torch
 
 from ..engine import Engine, LocalEngine, ModelSource, remembered
 from ..models import LoadedModel
-from ..store import array_digest, make_key, write_json
+from ..store import array_digest, artifact_key, make_key, write_json
 from . import worker
 from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
 from .network import LayerFn, layer_fn, pick_precision
@@ -262,7 +262,7 @@ def _render_all(engine, source, model, layer, directions, settings, seed, device
         whitened = array_digest(whiten) if whiten is not None else ""
         # Extras join the key only when set, so float32 icons cached before they existed stay valid.
         extras = [x for x in (whitened, "" if precision == "float32" else precision) if x]
-        key = make_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
+        key = artifact_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
                        *extras)
         path = cache_dir / f"{key}.npz" if cache_dir else None
         part = load_batch(path, len(batch), settings.size_px) if path is not None and path.is_file() else None
