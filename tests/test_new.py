@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from generator.cli import app
 from generator.config import Config, describe, load_config
+from generator.options import OPTIONS
 from generator.site import resource_dir
 
 runner = CliRunner()
@@ -34,8 +35,9 @@ def test_new_makes_a_project(tmp_path):
 def test_every_key_is_documented_with_its_default(tmp_path):
     runner.invoke(app, ["new", str(tmp_path / "p")])
     text = (tmp_path / "p" / "atlas.toml").read_text()
-    # uncomment every `# key = value` line but the two that are examples, not defaults
-    opened = re.sub(r"^# (?!preset|dir )(\w+ = .*)$", r"\1", text, flags=re.M)
+    # uncomment every `# key = value` line but those that are examples, not defaults
+    examples = "|".join(o.name for o in OPTIONS if o.example is not None)
+    opened = re.sub(rf"^# (?!(?:{examples}) )(\w+ = .*)$", r"\1", text, flags=re.M)
     (tmp_path / "p" / "all.toml").write_text(opened)
     assert describe(load_config(tmp_path / "p" / "all.toml")) == describe(load_config(None))
     keys = set(re.findall(r"^(?:# )?(\w+) = ", text, flags=re.M))
