@@ -193,7 +193,7 @@ def main() -> None:
             results[stage, n] = run_child(stage, n, work, args.timeout)
             print(stage, n, json.dumps(results[stage, n]), flush=True)
     lines = [f"Seconds and peak resident memory per stage, each in a fresh process, on {machine()}; "
-             f"command: `python benchmarks/bench_scale.py`.", "",
+             f"command: `python benchmarks/bench_scale.py --sizes {args.sizes} --stages {args.stages} --write`.", "",
              "| stage | " + " | ".join(f"{n:,} activations" for n in sizes) + " |",
              "|---|" + "---|" * len(sizes)]
     names = {"collect": "collection (2 layers, real images)", "layout": "layout (512 channels)",
