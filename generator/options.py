@@ -112,8 +112,8 @@ def _grid_levels(levels: tuple) -> str:
 PRESET_NAMES = ("quick", "default", "full")
 
 OPTIONS: tuple[Option, ...] = (
-    Option("preset", "default", "Bundle of settings for the size of the build: quick (about a minute on a "
-           "CPU), default (minutes on a CPU) or full (the article's settings; wants a GPU). Other keys "
+    Option("preset", "default", "Bundle of settings for the size of the build: quick (a minute on a 2-core "
+           "AMD EPYC), default (minutes on a CPU) or full (the article's settings; wants a GPU). Other keys "
            "override the preset's values.", choices=PRESET_NAMES, example="quick"),
     Option("seed", 0, "Random seed: the same seed gives the same site, byte for byte on the CPU.",
            range=Range(0, 2**32 - 1), active=True),  # numpy and torch take seeds below 2**32
