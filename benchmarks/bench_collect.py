@@ -95,12 +95,12 @@ def throughput(args) -> str:
             print({k: [round(r, 1) for r in v] for k, v in runs.items() if k[0] == positions}, flush=True)
     rate = {key: statistics.median(values) for key, values in runs.items()}
     text = [f"efficientnet_lite0, layers {', '.join(layers)}, batch {args.batch}, on the CPU: {machine()}; "
-            f"command: `python benchmarks/bench_collect.py --write`. Activations per second per layer, medians of "
+            f"command: `python benchmarks/bench_collect.py{f' --images {args.images}' if args.images else ''} --write`. Activations per second per layer, medians of "
             f"{args.rounds} rounds, each timing every row once; compute: {args.compute_batches} batches of the "
-            f"ImageNet sample decoded beforehand; full: all {len(plan.crops)} images of the sample, with 0, 1 "
-            "or 2 decoding processes.", "",
+            f"ImageNet sample decoded beforehand; full: {'the first' if args.images else 'all'} {len(plan.crops)} images of the sample, with "
+            f"{', '.join(map(str, args.workers))} decoding processes.", "",
             "| positions per image | compute, before | compute, after | after / before |"
-            + "".join(f" full, {w} workers (full / compute) |" for w in args.workers),
+            + "".join(f" full, {w} worker{'s' * (w != 1)} (full / compute) |" for w in args.workers),
             "|---|---|---|---|" + "---|" * len(args.workers)]
     for positions in args.positions:
         after = rate[(positions, "after")]

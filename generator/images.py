@@ -178,8 +178,15 @@ class CropBatches:
         return self.loader.load_uint8(self.batches[i])
 
 
-def auto_workers() -> int:
-    """Decoding processes for `workers = -1`: one core is left to the computation, at most 4 decode."""
+def auto_workers(device_type: str = "cpu") -> int:
+    """Decoding processes for `workers = -1`: on a GPU, every core but one, at most 4; on a CPU, none.
+
+    On a CPU the decoders take cores from the computation: on 2 cores a collection kept
+    0.90 of the compute speed decoding in its own process, 0.73 with one decoder
+    (BENCHMARKS.md, "Activation collection").
+    """
+    if device_type != "cuda":
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(4, cores - 1))
 
@@ -187,10 +194,10 @@ def auto_workers() -> int:
 def crop_batches(plan: SamplePlan, size: int, batches: list[range], workers: int = 0,
                  pin_memory: bool = False) -> Iterator["torch.Tensor"]:
     """`batches`' crops in order as (n, 3, size, size) uint8, decoded and resized in `workers`
-    processes (0: in this one, -1: `auto_workers()`), each keeping two batches ready."""
+    processes (0: in this one, -1: `auto_workers()`; pinned memory means CUDA), each keeping two batches ready."""
     from torch.utils.data import DataLoader
 
-    workers = auto_workers() if workers < 0 else workers
+    workers = auto_workers("cuda" if pin_memory else "cpu") if workers < 0 else workers
     workers = min(workers, len(batches))
     loader = DataLoader(CropBatches(plan, size, batches), batch_size=None, shuffle=False, num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=2 if workers else None)

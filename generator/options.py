@@ -146,7 +146,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("collect.device", "auto", "Where activations are collected: auto is CUDA when torch sees a GPU.",
            choices=("auto", "cpu", "cuda")),
     Option("collect.workers", -1, "Processes decoding images beside the collection; 0: none, decoded in the "
-           "build's own; -1: one per core but one, at most 4.",
+           "build's own; -1: none on a CPU, where they would take its cores, and one per core but one (at "
+           "most 4) beside a GPU.",
            range=Range(-1, text="must be -1 (chosen from the cores), 0 or more")),
     Option("collect.shard_size", 1024, "Crops written to the cache at a time: a build stopped part way resumes "
            "at its first missing shard.", range=Range(1)),
