@@ -203,15 +203,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text()
-        block = f"{MARK_START}\n{table}\n{MARK_END}"
-        if MARK_START in text:
-            head, rest = text.split(MARK_START, 1)
-            text = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            text += "\n## Growth with N\n\n" + block + "\n"
-        path.write_text(text)
+        from bench_build import write_section
+
+        write_section("Growth with N", MARK_START, MARK_END, table)
 
 
 if __name__ == "__main__":
