@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .grid import Level, cell_index
+from .grid import Level, row_cells
 from .images import SamplePlan, open_rgb
 
 GROUP = 4  # cells a side per sprite: 16 cells of 8 patches of 64 px, about 40 KB of WebP
@@ -91,13 +91,7 @@ def receptive_field(model, layer: str, mass: float = FIELD_MASS, probes: int = F
 
 def level_cells(xy: np.ndarray, levels: list[Level]) -> list[np.ndarray]:
     """Per level, (N,) int64: each activation's cell in the level's cell order, -1 where its cell was dropped."""
-    out = []
-    for level in levels:
-        table = np.full(level.size * level.size, -1, np.int64)
-        flat = np.array([c["y"] * level.size + c["x"] for c in level.cells], np.int64)
-        table[flat] = np.arange(len(flat))
-        out.append(table[cell_index(xy, level.size)])
-    return out
+    return [row_cells(xy, level) for level in levels]
 
 
 def nearest_rows(vectors, cells: list[np.ndarray], levels: list[Level], k: int) -> list[np.ndarray]:

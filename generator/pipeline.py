@@ -159,6 +159,27 @@ def stage_examples(cfg, model, layer: str, plan: SamplePlan, act_folder: Path, l
     return folder
 
 
+def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: list[Level], cache: Path,
+                report) -> dict[str, np.ndarray]:
+    """trust.npz: how far each cell's activations keep their neighbours on the map (trust.py)."""
+    from . import trust
+
+    key = store.artifact_key("trust", _grid_key(cfg, act_folder, layout_folder), cfg.seed, trust.K, trust.PER_CELL,
+                             trust.MAX_SAMPLE, trust.TRUST_ROWS)
+    folder = cache / "trust" / key
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Layout trust {layer}", None):
+            vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
+            arrays = trust.measure(vectors, np.load(layout_folder / "layout.npy"), levels, cfg.seed)
+        store.save_arrays(folder / "trust.npz", arrays)
+        return {"layer": layer}
+
+    store.ensure(folder, key, make, report.note)
+    with np.load(folder / "trust.npz") as saved:
+        return {name: saved[name] for name in saved.files}
+
+
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
                 engine=None, source=None):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
@@ -298,13 +319,15 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         lap("grid")
         rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source)
         lap("icons")
+        measured = stage_trust(cfg, layer, act_folders[layer], layout_folder, levels, cache, report)
+        lap("trust")
         examples = None
         if cfg.site.examples:
             examples = stage_examples(cfg, model, layer, plan, act_folders[layer], layout_folder, levels, cache,
                                       report)
             lap("examples")
         count = store.read_meta(act_folders[layer])["count"]
-        atlases_raw.append((layer, count, levels, rendered, examples))
+        atlases_raw.append((layer, count, levels, rendered, examples, measured))
 
     tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -315,8 +338,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             shown = _shown_spec(model.spec)
             names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
             atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered,
-                                   examples and (examples, names))
-                       for layer, count, levels, rendered, examples in atlases_raw]
+                                   examples and (examples, names), measured)
+                       for layer, count, levels, rendered, examples, measured in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             # No timing and no path of this machine: two same-seed builds publish the same bytes.

@@ -37,6 +37,7 @@ VERSIONS = {
     "grid": 3,  # 2: scores.npy joined the artifact; 3: cells.npz replaced cells.json
     "icons": 1,
     "examples": 1,
+    "trust": 1,
 }
 
 

@@ -94,12 +94,14 @@ def write_atlas(
     levels: list[Level],
     rendered: list,
     examples: tuple[Path, list[str]] | None = None,
+    trust: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
     `rendered` holds one `RenderedIcons` per level; each cell's fidelity and final
     objective go into the metadata, so a weak icon can be found. `examples`, when given, is
-    the examples stage's folder and the images' published names (examples.publish).
+    the examples stage's folder and the images' published names (examples.publish); `trust`,
+    the layout's trust arrays (trust.py), puts each cell's score in its metadata.
     """
     aid = atlas_id(layer)
     folder = data_dir / aid
@@ -107,8 +109,10 @@ def write_atlas(
     entries, fidelities, sides, parts = [], [], [], []
     for level, icons in zip(levels, rendered):
         span, tiles = write_tiles(level, icons.icons, folder)
-        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
-                 for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
+        scores = trust[f"cell-{level.size}"] if trust else np.full(len(level.cells), np.nan)
+        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3),
+                  "trust": None if np.isnan(t) else round(float(t), 2)}
+                 for cell, f, o, t in zip(level.cells, icons.fidelity, icons.objective, scores)]
         fidelities.extend(icons.fidelity.tolist())
         side = regions.region_side(level, span)
         rows = regions.region_rows(level, side)
@@ -142,6 +146,8 @@ def write_atlas(
         "class_scale": float(f"{scale:.6g}"),
         **strongest,
         **shown,
+        **({"trustworthiness": None if np.isnan(trust["trustworthiness"]) else round(float(trust["trustworthiness"]), 4),
+            "trust_mean": round(float(trust["kept"].mean()), 3) if trust["kept"].size else None} if trust else {}),
         "overview": f"{aid}/overview.webp",
         "thumb": f"{aid}/thumb.webp",
         "script": f"{aid}/atlas.js",

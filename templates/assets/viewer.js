@@ -43,12 +43,13 @@
       });
       return view;
     },
-    // `pin`, a pinned cell as {size, x, y} or null, is written "cell=<level size>-<x>-<y>".
-    format: function (layer, view, className, sign, pin) {
+    // `pin`, a pinned cell as {size, x, y} or null, is written "cell=<level size>-<x>-<y>"; the trust overlay "trust=1".
+    format: function (layer, view, className, sign, pin, trust) {
       var text = "layer=" + encodeURIComponent(layer) + "&x=" + view.cx.toFixed(4) + "&y=" + view.cy.toFixed(4) +
         "&z=" + view.z.toFixed(3);
       if (className !== null) text += "&class=" + encodeURIComponent(className) + (sign < 0 ? "&sign=-" : "");
       if (pin) text += "&cell=" + pin.size + "-" + pin.x + "-" + pin.y;
+      if (trust) text += "&trust=1";
       return text;
     },
     // "<size>-<x>-<y>" to {size, x, y}, or null.
@@ -196,6 +197,7 @@
     this.card = new Card(this);
     this.classFilter = new ClassFilter(this);
     this.share = new Share(this);
+    this.trust = new TrustOverlay(this);
     // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
     // under a finger until the reader taps the atlas.
     this.setActive(this.mode === "explorer");
@@ -234,6 +236,7 @@
     this.state.set({ cx: isFinite(x) ? x : 0.5, cy: isFinite(y) ? y : 0.5, z: isFinite(z) ? z : 1 });
     this.filter.sign = v.sign === "-" ? -1 : 1;
     this.classFilter.choose(v["class"] !== undefined ? this.classFilter.exact(v["class"]) : -1, true);
+    this.trust.set(v.trust === "1", true);
     var pin = Hash.cell(v.cell), levels = this.atlas.level_data;
     for (var i = 0; pin && i < levels.length; i++) {
       if (levels[i].size === pin.size && pin.x < pin.size && pin.y < pin.size) {
@@ -293,7 +296,7 @@
     var cls = this.filter.cls;
     var pin = this.card.pinned;
     return Hash.format(this.atlas.id, this.state, cls >= 0 ? this.classes[cls] : null, this.filter.sign,
-      pin ? { size: pin.size, x: pin.x, y: pin.y } : null);
+      pin ? { size: pin.size, x: pin.x, y: pin.y } : null, this.trust.on);
   };
 
   // The address: the hash holds the view; over http(s) the path follows a layer switch too.
@@ -350,7 +353,7 @@
       cells.regions[region] = data.cells.map(function (c, i) {
         var top = [];
         for (var k = 0; k < c[4].length; k += 2) top.push([c[4][k], c[4][k + 1]]);
-        var cell = { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top, region: region, i: i };
+        var cell = { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top, trust: c[5], region: region, i: i };
         cells.at[cell.x + "," + cell.y] = cell; // every cell's tile exists, so tiles need no lookup
         return cell;
       });
@@ -494,6 +497,7 @@
       ctx.drawImage(img, (cell.x % span) * icon, (cell.y % span) * icon, icon, icon, left, top, side, side);
     });
     ctx.globalAlpha = 1;
+    this.trust.draw(ctx, visible, corner, cellPx);
     if (visible.length && !loading) this.painted();
     var marks = [[this.card.hover, "#111"], [this.card.pinned, "#d93025"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
     marks.forEach(function (mark) {
@@ -625,6 +629,10 @@
       node.appendChild(el("p", "filtered-score", classes[v.filter.cls] + ": " + v.classFilter.score(code).toFixed(3)));
     }
     if (!closable) node.appendChild(el("p", "", summary));
+    if (hit.cell.trust !== null && hit.cell.trust !== undefined) {
+      node.appendChild(el("p", "cell-trust", "Layout trust: " + (hit.cell.trust * 10).toFixed(1) + " of each " +
+        "activation's 10 nearest neighbours stay beside it on the map"));
+    }
     if (v.atlas.examples) node.appendChild(this.examples(hit, closable));
     node.appendChild(el("p", "card-help", "Attribution: activation × gradient of the class's logit, averaged over " +
       "the cell. Fidelity: cosine between the cell's mean activation and its icon's (1 is exact)." +
@@ -1011,6 +1019,56 @@
   };
 
   // --- sharing -------------------------------------------------------------------------------
+
+  // --- the trust overlay: shades the cells whose activations lose their neighbours on the map ---
+
+  function TrustOverlay(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    this.on = false;
+    this.button = viewer.root.querySelector(".trust-toggle");
+    this.legend = viewer.root.querySelector(".trust-legend");
+    if (this.button) this.button.addEventListener("click", function () { self.set(!self.on); });
+  }
+
+  // The share kept at which a cell is drawn clear: twice the layer's mean, so that the shade ranks cells
+  // within the layer (a share kept by chance is about nothing).
+  TrustOverlay.prototype.clear = function () {
+    var mean = this.viewer.atlas && this.viewer.atlas.trust_mean;
+    return mean ? Math.min(1, 2 * mean) : 1;
+  };
+
+  TrustOverlay.prototype.set = function (on, quiet) {
+    var v = this.viewer, atlas = v.atlas, has = !!(atlas && atlas.trust_mean !== undefined && atlas.trust_mean !== null);
+    this.on = !!on && has;
+    if (this.button) {
+      this.button.hidden = !has;
+      this.button.setAttribute("aria-pressed", this.on ? "true" : "false");
+    }
+    if (this.legend) {
+      this.legend.hidden = !this.on;
+      if (this.on) {
+        this.legend.querySelector(".trust-max").textContent = (this.clear() * 10).toFixed(1) + (this.clear() < 1 ? "+" : "");
+        this.legend.querySelector(".trust-global").textContent = atlas.trustworthiness === null ? "" :
+          "Trustworthiness of the whole layer: " + atlas.trustworthiness.toFixed(3) + " (1 is perfect).";
+      }
+    }
+    v.renderer.request();
+    if (!quiet) { v.writeAddress(false); v.share.refresh(); v.say(this.on ? "Trust overlay on" : "Trust overlay off"); }
+  };
+
+  TrustOverlay.prototype.draw = function (ctx, visible, corner, cellPx) {
+    if (!this.on) return;
+    var clear = this.clear();
+    visible.forEach(function (v) {
+      var cell = v[0];
+      if (cell.trust === null || cell.trust === undefined) return;
+      var shade = 0.75 * (1 - Math.min(1, cell.trust / clear));
+      if (shade <= 0.01) return;
+      ctx.fillStyle = "rgba(90, 10, 10, " + shade.toFixed(3) + ")";
+      ctx.fillRect(corner[0] + cell.x * cellPx, corner[1] + cell.y * cellPx, cellPx, cellPx);
+    });
+  };
 
   function Share(viewer) {
     var self = this;

@@ -1,14 +1,16 @@
-"""A cell's real examples in the browser: on hover, in the pinned panel, behind a permalink, as text whatever
-the images are called. Debian's chromium driven by Playwright, from disk."""
+"""Reading an atlas in the browser: a cell's real examples (on hover, in the pinned panel, behind a
+permalink, as text whatever the images are called) and the layout's trust overlay. Debian's chromium
+driven by Playwright, from disk."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import numpy as np
 import pytest
 
-from .browser import VIEWER, Visit, _cell_point, _cells, open_explorer
+from .browser import VIEWER, Visit, _canvas, _cell_point, _cells, open_explorer
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +82,6 @@ def test_hostile_image_names_are_shown_as_text(browser, tiny_config, tmp_path, i
     from generator import pipeline
 
     from .conftest import synthetic_image
-    import numpy as np
 
     images = tmp_path / "images"
     images.mkdir()
@@ -120,3 +121,45 @@ def test_without_examples_the_site_has_none_and_the_card_says_nothing_of_them(br
     assert page.locator(".tooltip .examples").count() == 0 and "Examples" not in page.locator(".tooltip").inner_text()
     assert visit.problems == []
     visit.close()
+
+
+def test_the_trust_overlay_shades_cells_by_their_score_and_is_part_of_the_address(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    assert 0 < atlas["trustworthiness"] <= 1 and 0 <= atlas["trust_mean"] <= 1
+    visit = open_explorer(browser, folder, atlas)
+    page = visit.page
+    visit.settled()
+    before = _canvas(page)
+    legend = page.locator(".trust-legend")
+    assert not legend.is_visible()
+    page.click(".trust-toggle")
+    visit.settled()
+    assert legend.is_visible() and f"{atlas['trustworthiness']:.3f}" in legend.inner_text()
+    assert page.get_attribute(".trust-toggle", "aria-pressed") == "true"
+    shaded = _canvas(page)
+    level = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]
+    cells = _cells(folder, level)
+    clear = min(1, 2 * atlas["trust_mean"])
+    worst = min((c for c in cells if c["trust"] is not None), key=lambda c: c["trust"])
+    x, y = _cell_point(page, level["size"], worst)
+    box = page.locator(".viewer").bounding_box()
+    at = (int(y - box["y"]), int(x - box["x"]))
+    if worst["trust"] < clear * 0.8:  # a shaded cell is darker; the overlay leaves the rest of the page alone
+        assert shaded[at] < before[at] - 5
+    lb = legend.bounding_box()
+    mask = np.ones(shaded.shape, bool)
+    mask[int(lb["y"] - box["y"]) - 2:int(lb["y"] - box["y"] + lb["height"]) + 2,
+         int(lb["x"] - box["x"]) - 2:int(lb["x"] - box["x"] + lb["width"]) + 2] = False  # the legend itself
+    assert (shaded[mask] <= before[mask] + 1).all() and (shaded[mask] < before[mask] - 5).any()
+    page.wait_for_function("location.hash.indexOf('trust=1') >= 0")
+    address = page.url
+    page.click(".trust-toggle")
+    visit.settled()
+    assert np.abs(_canvas(page) - before).max() <= 1 and not legend.is_visible()
+    visit.close()
+    again = Visit(browser, address)
+    again.painted()
+    assert again.page.get_attribute(".trust-toggle", "aria-pressed") == "true"
+    assert again.problems == [] and visit.problems == []
+    again.close()
