@@ -43,6 +43,14 @@ def cell_index(xy: np.ndarray, size: int) -> np.ndarray:
     return row * size + col
 
 
+def row_cells(xy: np.ndarray, level: Level) -> np.ndarray:
+    """(N,) int64: each point's cell in `level`'s cell order, -1 where its cell was dropped."""
+    table = np.full(level.size * level.size, -1, np.int64)
+    flat = np.array([c["y"] * level.size + c["x"] for c in level.cells], np.int64)
+    table[flat] = np.arange(len(flat))
+    return table[cell_index(xy, level.size)]
+
+
 def _groups(cells: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Nested groups of points: group i holds the points that share their cells at levels 0..i.
 

@@ -189,6 +189,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("site.content", "content", "Markdown pages with front matter; index.md is the article. A folder "
            "named here must exist; left out, the packaged pages are used where content/ is absent.",
            active=True),
+    Option("site.examples", True, "Publish each cell's real examples: the dataset patches nearest its mean, "
+           "shown when a cell is inspected. false leaves them out, for images that may not be published."),
+    Option("site.examples_per_cell", 8, "Examples kept per cell.", range=Range(1, 32)),
     Option("site.templates", "templates", "Files here replace the packaged templates and assets of the same "
            "name; as for content, a folder named here must exist.", active=True),
 )

@@ -112,10 +112,14 @@ def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path
     return folder
 
 
+def _grid_key(cfg, act_folder: Path, layout_folder: Path) -> str:
+    return store.artifact_key("grid", layout_folder.name, act_folder.name, asdict(cfg.grid))
+
+
 def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Path, report) -> list[Level]:
     """cells.npz, directions.npy and scores.npy: every level's cells, mean activations and class scores."""
     g = cfg.grid
-    key = store.artifact_key("grid", layout_folder.name, act_folder.name, asdict(g))
+    key = _grid_key(cfg, act_folder, layout_folder)
     folder = cache / "grid" / key
 
     def make(folder: Path) -> dict:
@@ -134,6 +138,46 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
     store.ensure(folder, key, make, report.note)
     with np.load(folder / "cells.npz") as cells:
         return levels_from_arrays(cells, np.load(folder / "directions.npy"), np.load(folder / "scores.npy"))
+
+
+def stage_examples(cfg, model, layer: str, plan: SamplePlan, act_folder: Path, layout_folder: Path,
+                   levels: list[Level], cache: Path, report) -> Path:
+    """examples.npz and the sprites of each cell's real examples (examples.py)."""
+    from . import examples
+
+    k = cfg.site.examples_per_cell
+    key = store.artifact_key("examples", _grid_key(cfg, act_folder, layout_folder), k, examples.PATCH_PX,
+                             examples.GROUP, examples.FIELD_MASS)
+    folder = cache / "examples" / key
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Examples {layer}", None):
+            xy = np.load(layout_folder / "layout.npy")
+            return examples.make_examples(folder, model, layer, plan, act_folder, xy, levels, k)
+
+    store.ensure(folder, key, make, report.note)
+    return folder
+
+
+def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: list[Level], cache: Path,
+                report) -> dict[str, np.ndarray]:
+    """trust.npz: how far each cell's activations keep their neighbours on the map (trust.py)."""
+    from . import trust
+
+    key = store.artifact_key("trust", _grid_key(cfg, act_folder, layout_folder), cfg.seed, trust.K, trust.PER_CELL,
+                             trust.MAX_SAMPLE, trust.TRUST_ROWS)
+    folder = cache / "trust" / key
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Layout trust {layer}", None):
+            vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
+            arrays = trust.measure(vectors, np.load(layout_folder / "layout.npy"), levels, cfg.seed)
+        store.save_arrays(folder / "trust.npz", arrays)
+        return {"layer": layer}
+
+    store.ensure(folder, key, make, report.note)
+    with np.load(folder / "trust.npz") as saved:
+        return {name: saved[name] for name in saved.files}
 
 
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
@@ -169,6 +213,17 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
     return rendered
+
+
+def image_names(plan: SamplePlan, folder: Path | None) -> list[str]:
+    """Each image as a published page names it: its path inside the images folder, or its file name."""
+    names = []
+    for path in map(Path, plan.images):
+        try:
+            names.append(path.resolve().relative_to(folder.resolve()).as_posix() if folder else path.name)
+        except ValueError:
+            names.append(path.name)
+    return names
 
 
 def _shown_spec(spec: str) -> str:
@@ -264,8 +319,15 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         lap("grid")
         rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source)
         lap("icons")
+        measured = stage_trust(cfg, layer, act_folders[layer], layout_folder, levels, cache, report)
+        lap("trust")
+        examples = None
+        if cfg.site.examples:
+            examples = stage_examples(cfg, model, layer, plan, act_folders[layer], layout_folder, levels, cache,
+                                      report)
+            lap("examples")
         count = store.read_meta(act_folders[layer])["count"]
-        atlases_raw.append((layer, count, levels, rendered))
+        atlases_raw.append((layer, count, levels, rendered, examples, measured))
 
     tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -274,8 +336,10 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         with store.writing(tmp), report.stage("Tiles and site", None):
             data_dir.mkdir(parents=True)
             shown = _shown_spec(model.spec)
-            atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered)
-                       for layer, count, levels, rendered in atlases_raw]
+            names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
+            atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered,
+                                   examples and (examples, names), measured)
+                       for layer, count, levels, rendered, examples, measured in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             # No timing and no path of this machine: two same-seed builds publish the same bytes.

@@ -6,7 +6,8 @@ files, so the viewer loads only the regions in view. In `<site>/data/<atlas id>/
 
   level-<n>.json                a one-file level's cells: x, y, count, top classes, fidelity, objective
   level-<n>.js                  the same cells, compact, as a script (pages opened from disk cannot fetch JSON):
-                                {"cells": [[x, y, count, fidelity, [class, score, class, score, ...]], ...]}
+                                {"cells": [[x, y, count, fidelity, [class, score, class, score, ...],
+                                trust], ...]}, trust the layout's score for the cell (trust.py) or null
   level-<n>-<rx>-<ry>.json/.js  the same for the cells of region (rx, ry) of a split level
   classes-<k>.js                the one-file levels' codes for classes first.. (a chunk of the classes):
                                 {"first": first, "codes": {"<n>": [base64 of one int8 code a cell, per class]}}
@@ -89,7 +90,8 @@ def region_rows(level: Level, side: int) -> dict[str, np.ndarray]:
 
 
 def compact_cell(cell: dict) -> list:
-    return [cell["x"], cell["y"], cell["count"], cell["fidelity"], [v for pair in cell["top"] for v in pair]]
+    return [cell["x"], cell["y"], cell["count"], cell["fidelity"], [v for pair in cell["top"] for v in pair],
+            cell.get("trust")]
 
 
 def write_cells(folder: Path, aid: str, level: Level, cells: list[dict], side: int,

@@ -36,6 +36,8 @@ VERSIONS = {
     "layout": 2,  # 2: above layout.fit_sample rows, fitted on a sample and the rest placed
     "grid": 3,  # 2: scores.npy joined the artifact; 3: cells.npz replaced cells.json
     "icons": 1,
+    "examples": 1,
+    "trust": 1,
 }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import examples as examples_module
 from . import regions
 from .grid import Level
 from .regions import js_json, write_script
@@ -92,11 +93,15 @@ def write_atlas(
     activations: int,
     levels: list[Level],
     rendered: list,
+    examples: tuple[Path, list[str]] | None = None,
+    trust: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
     `rendered` holds one `RenderedIcons` per level; each cell's fidelity and final
-    objective go into the metadata, so a weak icon can be found.
+    objective go into the metadata, so a weak icon can be found. `examples`, when given, is
+    the examples stage's folder and the images' published names (examples.publish); `trust`,
+    the layout's trust arrays (trust.py), puts each cell's score in its metadata.
     """
     aid = atlas_id(layer)
     folder = data_dir / aid
@@ -104,8 +109,10 @@ def write_atlas(
     entries, fidelities, sides, parts = [], [], [], []
     for level, icons in zip(levels, rendered):
         span, tiles = write_tiles(level, icons.icons, folder)
-        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
-                 for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
+        scores = trust[f"cell-{level.size}"] if trust else np.full(len(level.cells), np.nan)
+        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3),
+                  "trust": None if np.isnan(t) else round(float(t), 2)}
+                 for cell, f, o, t in zip(level.cells, icons.fidelity, icons.objective, scores)]
         fidelities.extend(icons.fidelity.tolist())
         side = regions.region_side(level, span)
         rows = regions.region_rows(level, side)
@@ -120,6 +127,7 @@ def write_atlas(
     for entry, fields in zip(entries, level_fields):
         entry.update(fields)
     strongest = regions.write_strongest(folder, aid, levels, codes)
+    shown = examples_module.publish(folder, aid, levels, *examples) if examples else {}
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
     write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)
@@ -137,6 +145,9 @@ def write_atlas(
         **class_fields,
         "class_scale": float(f"{scale:.6g}"),
         **strongest,
+        **shown,
+        **({"trustworthiness": None if np.isnan(trust["trustworthiness"]) else round(float(trust["trustworthiness"]), 4),
+            "trust_mean": round(float(trust["kept"].mean()), 3) if trust["kept"].size else None} if trust else {}),
         "overview": f"{aid}/overview.webp",
         "thumb": f"{aid}/thumb.webp",
         "script": f"{aid}/atlas.js",

@@ -4,7 +4,9 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from generator import examples as examples_module
 from generator import pipeline
 from generator.errors import AtlasError
 from generator.icons import render as render_module
@@ -51,6 +53,7 @@ def test_rebuild_skips_every_stage_and_gives_the_same_files(tiny_config, monkeyp
     monkeypatch.setattr(pipeline, "plan_samples", lambda *a, **k: calls.append(1))
     # Preparing the icon network (surgery, tape and their checks) is most of a cached build's time.
     monkeypatch.setattr(render_module, "prepare", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(examples_module, "make_examples", lambda *a, **k: calls.append(1))
     second = _tree(pipeline.build(cfg).out_dir)
     assert calls == []
     assert first == second
@@ -291,3 +294,26 @@ def test_activations_past_float16_range_stay_finite(tiny_config, tmp_path):
         cells = _strict_json((result.out_dir / "data" / level["cells_json"]).read_text())["cells"]
         assert cells and all(np.isfinite(c["fidelity"]) for c in cells)
     _strict_json((result.out_dir / "data" / "manifest.json").read_text())
+
+
+def test_each_cell_s_examples_name_their_images_inside_the_folder_and_a_class(tiny_config, image_dir):
+    from generator.images import find_images
+
+    result = pipeline.build(tiny_config())
+    data = result.out_dir / "data"
+    inside = {p.relative_to(image_dir).as_posix() for p in find_images(image_dir)}
+    for atlas in result.manifest["atlases"]:
+        assert atlas["examples"] == {"per_cell": 8, "group": 4, "px": 64}
+        for level in atlas["level_data"]:
+            counts = {(c["x"], c["y"]): c["count"] for c in _cells(result.out_dir, level)}
+            seen = {}
+            for script in (data / atlas["id"]).glob(f"examples-{level['size']}-*.js"):
+                payload = _strict_json(script.read_text().splitlines()[-1].split(" = ", 1)[1].rstrip(";"))
+                assert set(payload["names"]) <= inside
+                sprite = np.asarray(Image.open(script.with_suffix(".webp")))
+                assert sprite.shape == (64 * len(payload["cells"]), 64 * 8, 3)
+                for x, y, shown in payload["cells"]:
+                    seen[x, y] = shown
+                    assert all(0 <= c < 6 and 0 <= p <= 100 for _, c, p in shown)
+            assert {k: len(v) for k, v in seen.items()} == {k: min(8, n) for k, n in counts.items()}
+

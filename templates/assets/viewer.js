@@ -43,11 +43,19 @@
       });
       return view;
     },
-    format: function (layer, view, className, sign) {
+    // `pin`, a pinned cell as {size, x, y} or null, is written "cell=<level size>-<x>-<y>"; the trust overlay "trust=1".
+    format: function (layer, view, className, sign, pin, trust) {
       var text = "layer=" + encodeURIComponent(layer) + "&x=" + view.cx.toFixed(4) + "&y=" + view.cy.toFixed(4) +
         "&z=" + view.z.toFixed(3);
       if (className !== null) text += "&class=" + encodeURIComponent(className) + (sign < 0 ? "&sign=-" : "");
+      if (pin) text += "&cell=" + pin.size + "-" + pin.x + "-" + pin.y;
+      if (trust) text += "&trust=1";
       return text;
+    },
+    // "<size>-<x>-<y>" to {size, x, y}, or null.
+    cell: function (text) {
+      var m = /^(\d{1,4})-(\d{1,4})-(\d{1,4})$/.exec(text || "");
+      return m ? { size: +m[1], x: +m[2], y: +m[3] } : null;
     }
   };
 
@@ -189,6 +197,7 @@
     this.card = new Card(this);
     this.classFilter = new ClassFilter(this);
     this.share = new Share(this);
+    this.trust = new TrustOverlay(this);
     // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
     // under a finger until the reader taps the atlas.
     this.setActive(this.mode === "explorer");
@@ -227,6 +236,13 @@
     this.state.set({ cx: isFinite(x) ? x : 0.5, cy: isFinite(y) ? y : 0.5, z: isFinite(z) ? z : 1 });
     this.filter.sign = v.sign === "-" ? -1 : 1;
     this.classFilter.choose(v["class"] !== undefined ? this.classFilter.exact(v["class"]) : -1, true);
+    this.trust.set(v.trust === "1", true);
+    var pin = Hash.cell(v.cell), levels = this.atlas.level_data;
+    for (var i = 0; pin && i < levels.length; i++) {
+      if (levels[i].size === pin.size && pin.x < pin.size && pin.y < pin.size) {
+        this.card.pinWhenLoaded({ level: i, size: pin.size, x: pin.x, y: pin.y });
+      }
+    }
   };
 
   Viewer.prototype.open = function (id, start) {
@@ -278,7 +294,9 @@
 
   Viewer.prototype.viewString = function () {
     var cls = this.filter.cls;
-    return Hash.format(this.atlas.id, this.state, cls >= 0 ? this.classes[cls] : null, this.filter.sign);
+    var pin = this.card.pinned;
+    return Hash.format(this.atlas.id, this.state, cls >= 0 ? this.classes[cls] : null, this.filter.sign,
+      pin ? { size: pin.size, x: pin.x, y: pin.y } : null, this.trust.on);
   };
 
   // The address: the hash holds the view; over http(s) the path follows a layer switch too.
@@ -335,7 +353,7 @@
       cells.regions[region] = data.cells.map(function (c, i) {
         var top = [];
         for (var k = 0; k < c[4].length; k += 2) top.push([c[4][k], c[4][k + 1]]);
-        var cell = { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top, region: region, i: i };
+        var cell = { x: c[0], y: c[1], count: c[2], fidelity: c[3], top: top, trust: c[5], region: region, i: i };
         cells.at[cell.x + "," + cell.y] = cell; // every cell's tile exists, so tiles need no lookup
         return cell;
       });
@@ -479,6 +497,7 @@
       ctx.drawImage(img, (cell.x % span) * icon, (cell.y % span) * icon, icon, icon, left, top, side, side);
     });
     ctx.globalAlpha = 1;
+    this.trust.draw(ctx, visible, corner, cellPx);
     if (visible.length && !loading) this.painted();
     var marks = [[this.card.hover, "#111"], [this.card.pinned, "#d93025"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
     marks.forEach(function (mark) {
@@ -585,12 +604,23 @@
       close.addEventListener("click", function (e) { e.stopPropagation(); card.close(); v.frame.focus(); });
       node.appendChild(close);
     }
+    var summary = "Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") +
+      "; icon fidelity " + hit.cell.fidelity.toFixed(2);
+    if (closable) { // the pinned panel: the icon at its own size first
+      var head = node.appendChild(el("div", "card-head"));
+      head.appendChild(this.icon(hit));
+      head.appendChild(el("p", "", summary));
+    }
     node.appendChild(el("p", "card-title", "Strongest classes (mean attribution)"));
-    var list = el("ol");
+    var list = el("ol"), peak = Math.max.apply(null, hit.cell.top.map(function (p) { return Math.abs(p[1]); }).concat([1e-9]));
     hit.cell.top.forEach(function (pair) {
       var item = el("li");
       item.appendChild(el("span", "name", classes[pair[0]]));
       item.appendChild(el("span", "score", pair[1].toFixed(3)));
+      if (closable) {
+        var bar = item.appendChild(el("span", "bar" + (pair[1] < 0 ? " negative" : "")));
+        bar.style.width = (100 * Math.abs(pair[1]) / peak).toFixed(1) + "%";
+      }
       list.appendChild(item);
     });
     node.appendChild(list);
@@ -598,12 +628,73 @@
     if (code !== null) {
       node.appendChild(el("p", "filtered-score", classes[v.filter.cls] + ": " + v.classFilter.score(code).toFixed(3)));
     }
-    node.appendChild(el("p", "", "Average of " + hit.cell.count + " activation" + (hit.cell.count === 1 ? "" : "s") +
-      "; icon fidelity " + hit.cell.fidelity.toFixed(2)));
+    if (!closable) node.appendChild(el("p", "", summary));
+    if (hit.cell.trust !== null && hit.cell.trust !== undefined) {
+      node.appendChild(el("p", "cell-trust", "Layout trust: " + (hit.cell.trust * 10).toFixed(1) + " of each " +
+        "activation's 10 nearest neighbours stay beside it on the map"));
+    }
+    if (v.atlas.examples) node.appendChild(this.examples(hit, closable));
     node.appendChild(el("p", "card-help", "Attribution: activation × gradient of the class's logit, averaged over " +
-      "the cell. Fidelity: cosine between the cell's mean activation and its icon's (1 is exact)."));
+      "the cell. Fidelity: cosine between the cell's mean activation and its icon's (1 is exact)." +
+      (v.atlas.examples ? " Examples: the patches of the images, cut to what the position sees, whose " +
+        "activations point most nearly the cell's way." : "")));
     node.hidden = false;
     this.shownAt = hit;
+  };
+
+  // The cell's icon at its own size, cut from its tile.
+  Card.prototype.icon = function (hit) {
+    var v = this.viewer, level = v.atlas.level_data[hit.level], span = level.tile_cells, px = v.atlas.icon_px;
+    var canvas = el("canvas", "card-icon");
+    canvas.width = canvas.height = px;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", "The cell's icon");
+    var img = v.loader.image(v.atlas.id + "/" + level.size + "-" + Math.floor(hit.x / span) + "-" +
+      Math.floor(hit.y / span) + ".webp");
+    var paint = function () {
+      canvas.getContext("2d").drawImage(img, (hit.x % span) * px, (hit.y % span) * px, px, px, 0, 0, px, px);
+    };
+    if (ready(img)) paint(); else img.addEventListener("load", paint);
+    return canvas;
+  };
+
+  // The cell's real examples, from its sprite group's script and picture, loaded when the cell is inspected.
+  // In the pinned card each one is named by its source image and the model's prediction for its crop.
+  Card.prototype.examples = function (hit, detailed) {
+    var v = this.viewer, atlas = v.atlas, info = atlas.examples, card = this;
+    var box = el("div", "examples" + (detailed ? " detailed" : ""));
+    box.appendChild(el("p", "card-title", "Examples"));
+    var stem = atlas.id + "/examples-" + hit.size + "-" + Math.floor(hit.x / info.group) + "-" +
+      Math.floor(hit.y / info.group);
+    var note = box.appendChild(el("p", "examples-loading", "Loading…"));
+    v.loader.data(stem + ".js", function (data) {
+      if (!same(card.shownAt, hit)) return; // another cell is shown by now
+      var row = -1;
+      (data ? data.cells : []).forEach(function (c, i) { if (c[0] === hit.x && c[1] === hit.y) row = i; });
+      if (row < 0) { note.textContent = "No examples for this cell."; return; }
+      box.removeChild(note);
+      var list = box.appendChild(el(detailed ? "ol" : "div", "example-list"));
+      var shown = detailed ? info.px : Math.round(info.px * 0.6);
+      data.cells[row][2].forEach(function (e, j) {
+        var item = list.appendChild(el(detailed ? "li" : "span", "example"));
+        var patch = item.appendChild(el("span", "patch"));
+        var scale = shown / info.px;
+        patch.style.width = patch.style.height = shown + "px";
+        patch.style.backgroundImage = "url(\"" + v.loader.base + stem + ".webp\")";
+        patch.style.backgroundSize = (info.per_cell * shown) + "px " + (data.cells.length * shown) + "px";
+        patch.style.backgroundPosition = (-j * info.px * scale) + "px " + (-row * info.px * scale) + "px";
+        var name = String(data.names[e[0]]), predicted = v.classes[e[1]] + " (" + e[2] + "%)";
+        patch.setAttribute("role", "img");
+        patch.setAttribute("aria-label", "Patch of " + name + "; the model predicts " + predicted);
+        patch.title = name + " · " + predicted;
+        if (detailed) {
+          item.appendChild(el("span", "example-name", name));
+          item.appendChild(el("span", "example-prediction", predicted));
+        }
+      });
+      card.place();
+    });
+    return box;
   };
 
   // Next to its cell, inside the viewer.
@@ -648,6 +739,7 @@
     }
     v.say(describe(v, hit));
     v.renderer.request();
+    v.writeAddress(false);
   };
 
   Card.prototype.pinWhenLoaded = function (hit) {
@@ -683,6 +775,7 @@
     this.viewer.root.classList.remove("pinned");
     this.hide();
     this.viewer.renderer.request();
+    if (was) this.viewer.writeAddress(false);
     return was;
   };
 
@@ -926,6 +1019,56 @@
   };
 
   // --- sharing -------------------------------------------------------------------------------
+
+  // --- the trust overlay: shades the cells whose activations lose their neighbours on the map ---
+
+  function TrustOverlay(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    this.on = false;
+    this.button = viewer.root.querySelector(".trust-toggle");
+    this.legend = viewer.root.querySelector(".trust-legend");
+    if (this.button) this.button.addEventListener("click", function () { self.set(!self.on); });
+  }
+
+  // The share kept at which a cell is drawn clear: twice the layer's mean, so that the shade ranks cells
+  // within the layer (a share kept by chance is about nothing).
+  TrustOverlay.prototype.clear = function () {
+    var mean = this.viewer.atlas && this.viewer.atlas.trust_mean;
+    return mean ? Math.min(1, 2 * mean) : 1;
+  };
+
+  TrustOverlay.prototype.set = function (on, quiet) {
+    var v = this.viewer, atlas = v.atlas, has = !!(atlas && atlas.trust_mean !== undefined && atlas.trust_mean !== null);
+    this.on = !!on && has;
+    if (this.button) {
+      this.button.hidden = !has;
+      this.button.setAttribute("aria-pressed", this.on ? "true" : "false");
+    }
+    if (this.legend) {
+      this.legend.hidden = !this.on;
+      if (this.on) {
+        this.legend.querySelector(".trust-max").textContent = (this.clear() * 10).toFixed(1) + (this.clear() < 1 ? "+" : "");
+        this.legend.querySelector(".trust-global").textContent = atlas.trustworthiness === null ? "" :
+          "Trustworthiness of the whole layer: " + atlas.trustworthiness.toFixed(3) + " (1 is perfect).";
+      }
+    }
+    v.renderer.request();
+    if (!quiet) { v.writeAddress(false); v.share.refresh(); v.say(this.on ? "Trust overlay on" : "Trust overlay off"); }
+  };
+
+  TrustOverlay.prototype.draw = function (ctx, visible, corner, cellPx) {
+    if (!this.on) return;
+    var clear = this.clear();
+    visible.forEach(function (v) {
+      var cell = v[0];
+      if (cell.trust === null || cell.trust === undefined) return;
+      var shade = 0.75 * (1 - Math.min(1, cell.trust / clear));
+      if (shade <= 0.01) return;
+      ctx.fillStyle = "rgba(90, 10, 10, " + shade.toFixed(3) + ")";
+      ctx.fillRect(corner[0] + cell.x * cellPx, corner[1] + cell.y * cellPx, cellPx, cellPx);
+    });
+  };
 
   function Share(viewer) {
     var self = this;

@@ -1,0 +1,165 @@
+"""Reading an atlas in the browser: a cell's real examples (on hover, in the pinned panel, behind a
+permalink, as text whatever the images are called) and the layout's trust overlay. Debian's chromium
+driven by Playwright, from disk."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from .browser import VIEWER, Visit, _canvas, _cell_point, _cells, open_explorer
+
+pytestmark = pytest.mark.slow
+
+
+def _examples_of(folder, atlas, level, cell):
+    """The cell's examples as the site publishes them: [(image name, predicted class name, percent), ...]."""
+    info = atlas["examples"]
+    stem = f"examples-{level['size']}-{cell['x'] // info['group']}-{cell['y'] // info['group']}"
+    text = (folder / "data" / atlas["id"] / f"{stem}.js").read_text()
+    data = json.loads(text.splitlines()[-1].split(" = ", 1)[1].rstrip().rstrip(";"))
+    classes = json.loads((folder / "data" / "manifest.json").read_text())["classes"]
+    for x, y, shown in data["cells"]:
+        if (x, y) == (cell["x"], cell["y"]):
+            return [(data["names"][n], classes[c], p) for n, c, p in shown]
+    raise AssertionError(f"no examples for cell {cell} in {stem}")
+
+
+def _busiest(folder, atlas, page):
+    level = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]
+    cell = max(_cells(folder, level), key=lambda c: c["count"])
+    return level, cell
+
+
+def test_examples_show_on_hover_and_in_the_pinned_panel_behind_a_permalink(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    visit = open_explorer(browser, folder, atlas)
+    page = visit.page
+    level, cell = _busiest(folder, atlas, page)
+    expected = _examples_of(folder, atlas, level, cell)
+    assert len(expected) == min(atlas["examples"]["per_cell"], cell["count"])
+    point = _cell_point(page, level["size"], cell)
+    page.mouse.move(*point)
+    patches = page.locator(".tooltip .examples .patch")
+    patches.first.wait_for(state="visible")
+    assert patches.count() == len(expected)
+    assert page.locator(".tooltip .example-name").count() == 0  # the hover card shows the patches alone
+    # A click pins the panel: the icon, bars for the classes, each example named with the model's prediction.
+    page.mouse.click(*point)
+    page.locator(".tooltip .example-name").first.wait_for(state="visible")
+    names = page.locator(".tooltip .example-name").all_inner_texts()
+    predictions = page.locator(".tooltip .example-prediction").all_inner_texts()
+    assert list(zip(names, predictions)) == [(n, f"{c} ({p}%)") for n, c, p in expected]
+    assert page.locator(".tooltip canvas.card-icon").count() == 1
+    assert page.locator(".tooltip li .bar").count() == len(cell["top"])
+    sprite = page.evaluate("getComputedStyle(document.querySelector('.tooltip .patch')).backgroundImage")
+    stem = f"examples-{level['size']}-{cell['x'] // 4}-{cell['y'] // 4}.webp"
+    assert stem in sprite and any(u.endswith(stem) for u in visit.requests)
+    page.wait_for_function(f"location.hash.indexOf('cell={level['size']}-{cell['x']}-{cell['y']}') >= 0")
+    address = page.url
+    visit.close()
+
+    # The address opens the same cell's panel.
+    again = Visit(browser, address)
+    again.painted()
+    again.page.locator(".tooltip .example-name").first.wait_for(state="visible")
+    assert again.page.locator(".tooltip .example-name").all_inner_texts() == names
+    assert again.page.evaluate(f"(p => [p.size, p.x, p.y])({VIEWER}.card.pinned)") == [level["size"], cell["x"],
+                                                                                       cell["y"]]
+    # Closing the panel takes the cell out of the address.
+    again.page.locator(".viewer").focus()
+    again.page.keyboard.press("Escape")
+    again.page.wait_for_function("location.hash.indexOf('cell=') < 0")
+    assert visit.problems == [] and again.problems == []
+    again.close()
+
+
+def test_hostile_image_names_are_shown_as_text(browser, tiny_config, tmp_path, image_dir):
+    from generator import pipeline
+
+    from .conftest import synthetic_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    hostile = ['<img src=x onerror=alert(1)>.png', '"quoted" & <b>bold.png', "a'b.png"]
+    for i, name in enumerate(hostile * 3):
+        sub = images / f"set{i // len(hostile)}"
+        sub.mkdir(exist_ok=True)
+        synthetic_image(rng).save(sub / name)
+    result = pipeline.build(tiny_config(images={"dir": str(images), "crops_per_image": 2}))
+    manifest = json.loads((result.out_dir / "data" / "manifest.json").read_text())
+    atlas = manifest["atlases"][0]
+    visit = open_explorer(browser, result.out_dir, atlas)
+    page = visit.page
+    level, cell = _busiest(result.out_dir, atlas, page)
+    page.mouse.click(*_cell_point(page, level["size"], cell))
+    page.locator(".tooltip .example-name").first.wait_for(state="visible")
+    shown = page.locator(".tooltip .example-name").all_inner_texts()
+    assert shown and all(re.fullmatch(r"set\d/(" + "|".join(map(re.escape, hostile)) + ")", s) for s in shown)
+    assert page.locator(".tooltip img, .tooltip b").count() == 0 and visit.dialogs == []
+    assert visit.problems == []
+    visit.close()
+
+
+def test_without_examples_the_site_has_none_and_the_card_says_nothing_of_them(browser, tiny_config):
+    from generator import pipeline
+
+    result = pipeline.build(tiny_config(site={"examples": False}))
+    manifest = json.loads((result.out_dir / "data" / "manifest.json").read_text())
+    atlas = manifest["atlases"][0]
+    assert "examples" not in atlas and not list((result.out_dir / "data").rglob("examples-*"))
+    visit = open_explorer(browser, result.out_dir, atlas)
+    page = visit.page
+    level, cell = _busiest(result.out_dir, atlas, page)
+    page.mouse.click(*_cell_point(page, level["size"], cell))
+    page.locator(".tooltip").wait_for(state="visible")
+    assert page.locator(".tooltip .examples").count() == 0 and "Examples" not in page.locator(".tooltip").inner_text()
+    assert visit.problems == []
+    visit.close()
+
+
+def test_the_trust_overlay_shades_cells_by_their_score_and_is_part_of_the_address(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    assert 0 < atlas["trustworthiness"] <= 1 and 0 <= atlas["trust_mean"] <= 1
+    visit = open_explorer(browser, folder, atlas)
+    page = visit.page
+    visit.settled()
+    before = _canvas(page)
+    legend = page.locator(".trust-legend")
+    assert not legend.is_visible()
+    page.click(".trust-toggle")
+    visit.settled()
+    assert legend.is_visible() and f"{atlas['trustworthiness']:.3f}" in legend.inner_text()
+    assert page.get_attribute(".trust-toggle", "aria-pressed") == "true"
+    shaded = _canvas(page)
+    level = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]
+    cells = _cells(folder, level)
+    clear = min(1, 2 * atlas["trust_mean"])
+    worst = min((c for c in cells if c["trust"] is not None), key=lambda c: c["trust"])
+    x, y = _cell_point(page, level["size"], worst)
+    box = page.locator(".viewer").bounding_box()
+    at = (int(y - box["y"]), int(x - box["x"]))
+    if worst["trust"] < clear * 0.8:  # a shaded cell is darker; the overlay leaves the rest of the page alone
+        assert shaded[at] < before[at] - 5
+    lb = legend.bounding_box()
+    mask = np.ones(shaded.shape, bool)
+    mask[int(lb["y"] - box["y"]) - 2:int(lb["y"] - box["y"] + lb["height"]) + 2,
+         int(lb["x"] - box["x"]) - 2:int(lb["x"] - box["x"] + lb["width"]) + 2] = False  # the legend itself
+    assert (shaded[mask] <= before[mask] + 1).all() and (shaded[mask] < before[mask] - 5).any()
+    page.wait_for_function("location.hash.indexOf('trust=1') >= 0")
+    address = page.url
+    page.click(".trust-toggle")
+    visit.settled()
+    assert np.abs(_canvas(page) - before).max() <= 1 and not legend.is_visible()
+    visit.close()
+    again = Visit(browser, address)
+    again.painted()
+    assert again.page.get_attribute(".trust-toggle", "aria-pressed") == "true"
+    assert again.problems == [] and visit.problems == []
+    again.close()
