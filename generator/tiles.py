@@ -109,10 +109,11 @@ def write_atlas(
     entries, fidelities, sides, parts = [], [], [], []
     for level, icons in zip(levels, rendered):
         span, tiles = write_tiles(level, icons.icons, folder)
-        scores = trust[f"cell-{level.size}"] if trust else np.full(len(level.cells), np.nan)
-        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3),
-                  "trust": None if np.isnan(t) else round(float(t), 2)}
-                 for cell, f, o, t in zip(level.cells, icons.fidelity, icons.objective, scores)]
+        cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
+                 for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
+        if trust:
+            for cell, t in zip(cells, trust[f"cell-{level.size}"]):
+                cell["trust"] = None if np.isnan(t) else round(float(t), 2)
         fidelities.extend(icons.fidelity.tolist())
         side = regions.region_side(level, span)
         rows = regions.region_rows(level, side)
