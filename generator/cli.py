@@ -20,7 +20,10 @@ def _help(key: str) -> str:
 
     option = BY_KEY[key]
     shown = f" Default: {toml_value(option.default)}." if option.default not in ("", ()) else ""
-    return option.help + shown
+    # typer renders help with rich, which would take `[ray]` in an install command for markup
+    from rich.markup import escape
+
+    return escape(option.help + shown)
 
 
 def _fail(message: str) -> None:

@@ -116,3 +116,10 @@ def test_build_reads_atlas_toml_in_the_current_folder(tmp_path, monkeypatch):
     (tmp_path / "atlas.toml").write_text("[icons]\nsteps = -1\n")
     monkeypatch.chdir(tmp_path)
     _error(runner.invoke(app, ["build"]), "icons.steps = -1", lines=2)
+
+
+def test_help_shows_install_extras_as_written():
+    # rich would read `[ray]` as markup and drop it from the help
+    result = runner.invoke(app, ["build", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert 'activation-atlas[ray]' in result.output
