@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ["model", "images", "activations", "layout", "grid", "icons", "trust", "examples", "tiles", "site"]
+STAGES = ["model", "images", "activations", "layout", "grid", "icons", "trust", "names", "examples", "tiles", "site"]
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START, MARK_END = "<!-- build-stages:start -->", "<!-- build-stages:end -->"
 

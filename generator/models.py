@@ -39,6 +39,7 @@ class LoadedModel:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     default_layers: tuple[str, ...] = ()
     weights_id: str = ""  # changes when the weights do; part of every cache key
+    wordnet_ids: list[str] | None = None  # ImageNet-1k classes' WordNet ids, which name the map's regions
     _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -176,6 +177,7 @@ def _load_default() -> LoadedModel:
         std=(0.5, 0.5, 0.5),
         default_layers=DEFAULT_LAYERS["efficientnet_lite0"],
         weights_id=f"{weights_path.name}:{weights_path.stat().st_size}",
+        wordnet_ids=imagenet_wnids(),
     )
 
 
@@ -203,7 +205,8 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
             "connect to the internet once, or use the embedded default model"
         ) from None
     model = LoadedModel(spec=f"torchvision:{name}:{weights}", net=net.eval(), class_names=imagenet_class_names(),
-                        weights_id=str(weights_enum) if weights_enum else _state_digest(net))
+                        weights_id=str(weights_enum) if weights_enum else _state_digest(net),
+                        wordnet_ids=imagenet_wnids())
     if weights_enum is not None:
         # The weights carry their preprocessing (inception_v3 wants 299 px, for one).
         model.class_names = list(weights_enum.meta["categories"])
@@ -231,6 +234,7 @@ def _load_timm(name: str) -> LoadedModel:
         spec=f"timm:{name}", net=net.eval(), class_names=imagenet_class_names() if net.num_classes == 1000 else
         [f"class {i}" for i in range(net.num_classes)], input_size=cfg["input_size"][-1],
         mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), weights_id=str(cfg.get("hf_hub_id", name)),
+        wordnet_ids=imagenet_wnids() if net.num_classes == 1000 else None,
     )
 
 
@@ -352,6 +356,8 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
             "or path/to/file.py:factory"
         )
     count = _num_classes(model.net, model.input_size, model.spec)
+    if labels or (model.wordnet_ids and len(model.wordnet_ids) != count):
+        model.wordnet_ids = None  # the classes are not ImageNet's any more
     if labels:
         model.class_names = _read_labels(Path(labels), count)
     elif from_file and model.class_names and len(model.class_names) != count:

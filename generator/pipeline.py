@@ -180,6 +180,26 @@ def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: 
         return {name: saved[name] for name in saved.files}
 
 
+def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, levels: list[Level], cache: Path,
+                report) -> dict[str, list]:
+    """names.json: the names of each level's regions, drawn on the map (naming.py)."""
+    from . import naming
+
+    key = store.artifact_key("names", _grid_key(cfg, act_folder, layout_folder), model.class_names,
+                             model.wordnet_ids, naming.CELLS_PER_REGION, naming.MIN_CELLS, naming.MIN_SCORE,
+                             naming.MAX_SPAN, naming.MIN_DEPTH, naming.FEATURES)
+    folder = cache / "names" / key
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Region names {layer}", None):
+            names = naming.name_levels(levels, naming.Namer(model.class_names, model.wordnet_ids))
+        store.write_json(folder / "names.json", names)
+        return {"layer": layer}
+
+    store.ensure(folder, key, make, report.note)
+    return json.loads((folder / "names.json").read_text())
+
+
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
                 engine=None, source=None):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
@@ -321,13 +341,15 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         lap("icons")
         measured = stage_trust(cfg, layer, act_folders[layer], layout_folder, levels, cache, report)
         lap("trust")
+        names = stage_names(cfg, model, layer, act_folders[layer], layout_folder, levels, cache, report)
+        lap("names")
         examples = None
         if cfg.site.examples:
             examples = stage_examples(cfg, model, layer, plan, act_folders[layer], layout_folder, levels, cache,
                                       report)
             lap("examples")
         count = store.read_meta(act_folders[layer])["count"]
-        atlases_raw.append((layer, count, levels, rendered, examples, measured))
+        atlases_raw.append((layer, count, levels, rendered, examples, measured, names))
 
     tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -336,10 +358,10 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         with store.writing(tmp), report.stage("Tiles and site", None):
             data_dir.mkdir(parents=True)
             shown = _shown_spec(model.spec)
-            names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
+            shown_names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
             atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered,
-                                   examples and (examples, names), measured)
-                       for layer, count, levels, rendered, examples, measured in atlases_raw]
+                                   examples and (examples, shown_names), measured, names)
+                       for layer, count, levels, rendered, examples, measured, names in atlases_raw]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
             lap("tiles")
             # No timing and no path of this machine: two same-seed builds publish the same bytes.

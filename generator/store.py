@@ -38,6 +38,7 @@ VERSIONS = {
     "icons": 1,
     "examples": 1,
     "trust": 1,
+    "names": 1,
 }
 
 

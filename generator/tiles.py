@@ -95,13 +95,15 @@ def write_atlas(
     rendered: list,
     examples: tuple[Path, list[str]] | None = None,
     trust: dict[str, np.ndarray] | None = None,
+    names: dict[str, list] | None = None,
 ) -> dict:
     """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
     `rendered` holds one `RenderedIcons` per level; each cell's fidelity and final
     objective go into the metadata, so a weak icon can be found. `examples`, when given, is
     the examples stage's folder and the images' published names (examples.publish); `trust`,
-    the layout's trust arrays (trust.py), puts each cell's score in its metadata.
+    the layout's trust arrays (trust.py), puts each cell's score in its metadata; `names`, the
+    regions' names per level (naming.py), goes into `names.js`, which the viewer draws on the map.
     """
     aid = atlas_id(layer)
     folder = data_dir / aid
@@ -129,6 +131,9 @@ def write_atlas(
         entry.update(fields)
     strongest = regions.write_strongest(folder, aid, levels, codes)
     shown = examples_module.publish(folder, aid, levels, *examples) if examples else {}
+    if names and any(names.values()):
+        write_script(folder / "names.js", f"{aid}/names", names)
+        shown["names"] = f"{aid}/names.js"
     overview_level = min(range(len(levels)), key=lambda i: abs(levels[i].size - 16))
     write_overview(levels[overview_level], rendered[overview_level].icons, folder / "overview.webp")
     write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)

@@ -43,13 +43,16 @@
       });
       return view;
     },
-    // `pin`, a pinned cell as {size, x, y} or null, is written "cell=<level size>-<x>-<y>"; the trust overlay "trust=1".
-    format: function (layer, view, className, sign, pin, trust) {
-      var text = "layer=" + encodeURIComponent(layer) + "&x=" + view.cx.toFixed(4) + "&y=" + view.cy.toFixed(4) +
-        "&z=" + view.z.toFixed(3);
-      if (className !== null) text += "&class=" + encodeURIComponent(className) + (sign < 0 ? "&sign=-" : "");
-      if (pin) text += "&cell=" + pin.size + "-" + pin.x + "-" + pin.y;
-      if (trust) text += "&trust=1";
+    // A view ({layer, cx, cy, z, className, sign, pin, trust, labels}) as text; the one place it is written.
+    // `pin`, a pinned cell as {size, x, y} or null, is "cell=<level size>-<x>-<y>"; the trust overlay
+    // "trust=1"; region names, drawn unless "labels=0".
+    format: function (v) {
+      var text = "layer=" + encodeURIComponent(v.layer) + "&x=" + v.cx.toFixed(4) + "&y=" + v.cy.toFixed(4) +
+        "&z=" + v.z.toFixed(3);
+      if (v.className !== null) text += "&class=" + encodeURIComponent(v.className) + (v.sign < 0 ? "&sign=-" : "");
+      if (v.pin) text += "&cell=" + v.pin.size + "-" + v.pin.x + "-" + v.pin.y;
+      if (v.trust) text += "&trust=1";
+      if (!v.labels) text += "&labels=0";
       return text;
     },
     // "<size>-<x>-<y>" to {size, x, y}, or null.
@@ -198,6 +201,7 @@
     this.classFilter = new ClassFilter(this);
     this.share = new Share(this);
     this.trust = new TrustOverlay(this);
+    this.names = new RegionNames(this);
     // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
     // under a finger until the reader taps the atlas.
     this.setActive(this.mode === "explorer");
@@ -237,6 +241,7 @@
     this.filter.sign = v.sign === "-" ? -1 : 1;
     this.classFilter.choose(v["class"] !== undefined ? this.classFilter.exact(v["class"]) : -1, true);
     this.trust.set(v.trust === "1", true);
+    this.names.set(v.labels !== "0", true);
     var pin = Hash.cell(v.cell), levels = this.atlas.level_data;
     for (var i = 0; pin && i < levels.length; i++) {
       if (levels[i].size === pin.size && pin.x < pin.size && pin.y < pin.size) {
@@ -259,6 +264,7 @@
       self.classes = payload.classes;
       self.cells = [];
       self.card.close();
+      self.names.load();
       self.overview = self.loader.image(self.atlas.overview);
       self.root.querySelectorAll(".layer-switch button").forEach(function (b) {
         b.setAttribute("aria-pressed", b.getAttribute("data-layer") === id ? "true" : "false");
@@ -295,8 +301,9 @@
   Viewer.prototype.viewString = function () {
     var cls = this.filter.cls;
     var pin = this.card.pinned;
-    return Hash.format(this.atlas.id, this.state, cls >= 0 ? this.classes[cls] : null, this.filter.sign,
-      pin ? { size: pin.size, x: pin.x, y: pin.y } : null, this.trust.on);
+    return Hash.format({ layer: this.atlas.id, cx: this.state.cx, cy: this.state.cy, z: this.state.z,
+      className: cls >= 0 ? this.classes[cls] : null, sign: this.filter.sign,
+      pin: pin ? { size: pin.size, x: pin.x, y: pin.y } : null, trust: this.trust.on, labels: this.names.on });
   };
 
   // The address: the hash holds the view; over http(s) the path follows a layer switch too.
@@ -498,6 +505,7 @@
     });
     ctx.globalAlpha = 1;
     this.trust.draw(ctx, visible, corner, cellPx);
+    this.names.draw(ctx, level, corner, cellPx);
     if (visible.length && !loading) this.painted();
     var marks = [[this.card.hover, "#111"], [this.card.pinned, "#d93025"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
     marks.forEach(function (mark) {
@@ -1068,6 +1076,76 @@
       ctx.fillStyle = "rgba(90, 10, 10, " + shade.toFixed(3) + ")";
       ctx.fillRect(corner[0] + cell.x * cellPx, corner[1] + cell.y * cellPx, cellPx, cellPx);
     });
+  };
+
+  // --- region names: drawn on the map like place names, the largest regions first -----------
+
+  var NAME_FONT = '600 {px}px system-ui, -apple-system, "Segoe UI", sans-serif';
+  var NAME_GAP = 6; // pixels kept clear around each name
+
+  function RegionNames(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    this.on = true;
+    this.byLevel = null; // {"<level size>": [[x, y, activations, name], ...]} in cells of that level
+    this.drawn = []; // the names on screen now, for tests and tools: [{name, left, top, right, bottom}]
+    this.button = viewer.root.querySelector(".labels-toggle");
+    if (this.button) this.button.addEventListener("click", function () { self.set(!self.on); });
+  }
+
+  RegionNames.prototype.load = function () {
+    var self = this, v = this.viewer, atlas = v.atlas;
+    this.byLevel = null;
+    if (this.button) this.button.hidden = !atlas.names;
+    if (!atlas.names) return;
+    v.loader.data(atlas.names, function (payload) {
+      if (v.atlas !== atlas) return;
+      self.byLevel = payload;
+      v.renderer.request();
+    });
+  };
+
+  RegionNames.prototype.set = function (on, quiet) {
+    var v = this.viewer;
+    this.on = !!on;
+    if (this.button) this.button.setAttribute("aria-pressed", this.on ? "true" : "false");
+    v.renderer.request();
+    if (!quiet) { v.writeAddress(false); v.share.refresh(); v.say(this.on ? "Region names on" : "Region names off"); }
+  };
+
+  // Biggest region first; a name that would overlap one already placed, or leave the view, is skipped.
+  RegionNames.prototype.draw = function (ctx, level, corner, cellPx) {
+    this.drawn = [];
+    var names = this.on && this.byLevel && this.byLevel[String(level.size)];
+    if (!names || !names.length) return;
+    var v = this.viewer, placed = this.drawn, biggest = names[0][2] || 1;
+    ctx.save();
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.lineJoin = "round";
+    for (var i = 0; i < names.length; i++) {
+      var n = names[i], px = Math.round(12 + 5 * Math.sqrt(n[2] / biggest));
+      var sx = corner[0] + n[0] * cellPx, sy = corner[1] + n[1] * cellPx;
+      if (sx < 0 || sy < 0 || sx > v.width || sy > v.height) continue;
+      ctx.font = NAME_FONT.replace("{px}", px);
+      var half = ctx.measureText(n[3]).width / 2 + NAME_GAP, tall = px / 2 + NAME_GAP;
+      var box = { name: n[3], left: sx - half, top: sy - tall, right: sx + half, bottom: sy + tall };
+      if (box.left < 0 || box.right > v.width || box.top < 0 || box.bottom > v.height) continue;
+      // Neighbouring regions may share a name: within a few of its widths, it is written once.
+      var near = 4 * half;
+      if (placed.some(function (b) {
+        return (b.left < box.right && box.left < b.right && b.top < box.bottom && box.top < b.bottom) ||
+          (b.name === box.name && Math.abs(b.left + b.right - box.left - box.right) / 2 < near &&
+           Math.abs(b.top + b.bottom - box.top - box.bottom) / 2 < near);
+      })) continue;
+      placed.push(box);
+      ctx.lineWidth = 4;
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+      ctx.strokeText(n[3], sx, sy);
+      ctx.fillStyle = "#1b1b1b";
+      ctx.fillText(n[3], sx, sy);
+    }
+    ctx.restore();
   };
 
   function Share(viewer) {
