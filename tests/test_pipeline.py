@@ -299,7 +299,7 @@ def test_activations_past_float16_range_stay_finite(tiny_config, tmp_path):
 def test_each_cell_s_examples_name_their_images_inside_the_folder_and_a_class(tiny_config, image_dir):
     from generator.images import find_images
 
-    result = pipeline.build(tiny_config())
+    result = pipeline.build(tiny_config(grid={"levels": [2, 8]}))  # 8 x 8: enough cells for several regions
     data = result.out_dir / "data"
     inside = {p.relative_to(image_dir).as_posix() for p in find_images(image_dir)}
     for atlas in result.manifest["atlases"]:
@@ -316,4 +316,11 @@ def test_each_cell_s_examples_name_their_images_inside_the_folder_and_a_class(ti
                     seen[x, y] = shown
                     assert all(0 <= c < 6 and 0 <= p <= 100 for _, c, p in shown)
             assert {k: len(v) for k, v in seen.items()} == {k: min(8, n) for k, n in counts.items()}
+        # Region names: the tiny model has no WordNet ids, so its regions are named by its own classes.
+        named = _strict_json((data / atlas["names"]).read_text().splitlines()[-1].split(" = ", 1)[1].rstrip(";"))
+        classes = set(result.manifest["classes"])
+        assert set(named) == {"2", "8"} and named["8"]
+        for entries in named.values():
+            for x, y, count, name in entries:
+                assert set(name.split(" / ")) <= classes and count > 0 and 0 < x < 8 and 0 < y < 8
 

@@ -129,6 +129,7 @@ def test_the_trust_overlay_shades_cells_by_their_score_and_is_part_of_the_addres
     assert 0 < atlas["trustworthiness"] <= 1 and 0 <= atlas["trust_mean"] <= 1
     visit = open_explorer(browser, folder, atlas)
     page = visit.page
+    page.click(".labels-toggle")  # region names are drawn above the shade: off, so that pixels show the shade alone
     visit.settled()
     before = _canvas(page)
     legend = page.locator(".trust-legend")
@@ -162,5 +163,52 @@ def test_the_trust_overlay_shades_cells_by_their_score_and_is_part_of_the_addres
     again = Visit(browser, address)
     again.painted()
     assert again.page.get_attribute(".trust-toggle", "aria-pressed") == "true"
+    assert again.page.get_attribute(".labels-toggle", "aria-pressed") == "false"
+    assert again.problems == [] and visit.problems == []
+    again.close()
+
+
+def _names_of(folder, atlas):
+    text = (folder / "data" / atlas["id"] / "names.js").read_text()
+    return json.loads(text.splitlines()[-1].split(" = ", 1)[1].rstrip().rstrip(";"))
+
+
+def _drawn(page):
+    return page.evaluate(f"{VIEWER}.names.drawn")
+
+
+def test_region_names_are_drawn_apart_change_with_the_zoom_and_toggle(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][0]
+    names = _names_of(folder, atlas)
+    visit = open_explorer(browser, folder, atlas)
+    page = visit.page
+    visit.settled()
+    size = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]["size"]
+    drawn = _drawn(page)
+    assert drawn and {d["name"] for d in drawn} <= {n[3] for n in names[str(size)]}
+    for i, a in enumerate(drawn):  # no two names overlap
+        for b in drawn[i + 1:]:
+            assert a["right"] <= b["left"] or b["right"] <= a["left"] or a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+    # Zoomed in, the finer level's names are drawn instead.
+    page.evaluate(f"{VIEWER}.setView({{z: 6}})")
+    visit.settled()
+    finer = atlas["level_data"][page.evaluate(f"{VIEWER}.levelIndex()")]["size"]
+    assert finer > size
+    assert {d["name"] for d in _drawn(page)} <= {n[3] for n in names[str(finer)]}
+    page.evaluate(f"{VIEWER}.setView({{z: 1}})")
+    visit.settled()
+    before = _canvas(page)
+    page.click(".labels-toggle")
+    visit.settled()
+    assert _drawn(page) == [] and page.get_attribute(".labels-toggle", "aria-pressed") == "false"
+    assert np.abs(_canvas(page) - before).max() > 50  # the names' pixels are gone
+    page.wait_for_function("location.hash.indexOf('labels=0') >= 0")
+    address = page.url
+    visit.close()
+    again = Visit(browser, address)
+    again.painted()
+    again.settled()
+    assert again.page.get_attribute(".labels-toggle", "aria-pressed") == "false" and _drawn(again.page) == []
     assert again.problems == [] and visit.problems == []
     again.close()
