@@ -46,7 +46,7 @@ def _path(self, value: str) -> Path:
 _SECTION_CLASSES: dict[str, type] = {}
 for _section in SECTIONS[1:]:
     _SECTION_CLASSES[_section] = _section_class(_section)
-ModelConfig, ImagesConfig, CollectConfig, LayoutConfig, GridConfig, IconsConfig, SiteConfig = \
+ModelConfig, ImagesConfig, CollectConfig, LayoutConfig, GridConfig, IconsConfig, SiteConfig, ClassesConfig = \
     (_SECTION_CLASSES[s] for s in SECTIONS[1:])
 Config = _section_class("")
 
@@ -164,7 +164,7 @@ def _coerce(value: Any, current: Any) -> Any:
     if isinstance(current, str):
         return value if isinstance(value, str) else None
     if isinstance(current, tuple):
-        return tuple(value) if isinstance(value, list) else None
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value) if isinstance(value, list) else None
     return None
 
 

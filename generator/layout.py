@@ -59,19 +59,20 @@ def fit_layout(
     return normalize_layout(np.asarray(xy, dtype=np.float64), clip_percentile)
 
 
-def _embed(vectors: np.ndarray, method: str, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
-    """(n, 2) raw embedding coordinates of (n, C) float32 vectors."""
+def _embed(vectors: np.ndarray, method: str, n_neighbors: int, min_dist: float, seed: int,
+           dims: int = 2) -> np.ndarray:
+    """(n, dims) raw embedding coordinates of (n, C) float32 vectors."""
     if method == "umap":
         import umap  # slow to import: numba compiles on first use
 
         reducer = umap.UMAP(
-            n_components=2, metric="cosine", n_neighbors=min(n_neighbors, len(vectors) - 1),
+            n_components=dims, metric="cosine", n_neighbors=min(n_neighbors, len(vectors) - 1),
             min_dist=min_dist, random_state=seed, n_jobs=1, init="spectral" if len(vectors) > 16 else "random",
         )  # a seed makes UMAP single-threaded anyway; n_jobs=1 says so and silences its warning
         return reducer.fit_transform(vectors)
     from sklearn.manifold import TSNE
 
-    tsne = TSNE(n_components=2, metric="cosine", init="pca", random_state=seed,
+    tsne = TSNE(n_components=dims, metric="cosine", init="pca", random_state=seed,
                 perplexity=float(min(30, max(2, (len(vectors) - 1) // 3))))
     return tsne.fit_transform(vectors)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-SECTIONS = ("", "model", "images", "collect", "layout", "grid", "icons", "site")  # "": top-level keys
+SECTIONS = ("", "model", "images", "collect", "layout", "grid", "icons", "site", "classes")  # "": top-level keys
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,17 @@ def _grid_levels(levels: tuple) -> str:
     return ""
 
 
+def _class_names(names: tuple) -> str:
+    ok = all(isinstance(x, str) and x.strip() for x in names) and len({x.lower() for x in names}) == len(names)
+    return "" if ok else "must be class names, each once"
+
+
+def _class_pairs(pairs: tuple) -> str:
+    ok = all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p)
+             and p[0].lower() != p[1].lower() for p in pairs)
+    return "" if ok else 'must be pairs of two different class names, e.g. [["fireboat", "streetcar"]]'
+
+
 # PRESET_NAMES is config.PRESETS's keys; spelled here so that this table needs nothing else.
 PRESET_NAMES = ("quick", "default", "full")
 
@@ -194,6 +205,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("site.examples_per_cell", 8, "Examples kept per cell.", range=Range(1, 32)),
     Option("site.templates", "templates", "Files here replace the packaged templates and assets of the same "
            "name; as for content, a folder named here must exist.", active=True),
+
+    Option("classes.names", (), "Classes given a class activation atlas of their own: the activations most "
+           "attributed to the class, those it wins first (the article's filter), with icons, examples and names; "
+           "empty: the `auto` classes that lead the most cells of the layer's atlas.", check=_class_names,
+           example=["fireboat", "streetcar"]),
+    Option("classes.auto", 2, "With `names` empty, this many class atlases; 0: none.", range=Range(0, 20)),
+    Option("classes.compare", (), "Pairs of classes laid out against each other: the activations of either, "
+           "with the attribution difference across and their similarity down; empty: the first two class "
+           "atlases' classes.", check=_class_pairs, example=[["fireboat", "streetcar"]]),
+    Option("classes.layer", "", "Layer of the class atlases and comparisons; empty: the last of the layers "
+           "mapped.", example="blocks.5"),
+    Option("classes.rows", 2000, "Activations in a class atlas or comparison at most, and never more than a "
+           "quarter of the layer's.", range=Range(16, 50_000)),
 )
 
 BY_KEY = {o.key: o for o in OPTIONS}

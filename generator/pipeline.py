@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,19 +92,26 @@ def stage_activations(cfg, model, layers, plan, images_key, cache, report, engin
     return {layer: folder for layer, (folder, _) in wanted.items()}
 
 
-def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report) -> Path:
-    """layout.npy (N, 2) float32 in [0, 1]."""
+def stage_layout(cfg, layer: str, act_folder: Path, cache: Path, report, compare: tuple[int, int] | None = None,
+                 label: str = "") -> Path:
+    """layout.npy (N, 2) float32 in [0, 1]; for a comparison of two classes, by class_atlas.compare_layout."""
+    from .class_atlas import compare_layout
     from .layout import fit_layout
 
     lay = cfg.layout
-    key = store.artifact_key("layout", act_folder.name, asdict(lay), cfg.seed)
+    key = store.artifact_key("layout", act_folder.name, asdict(lay), cfg.seed, *(["compare", *compare] if compare else []))
     folder = cache / "layout" / key
 
     def make(folder: Path) -> dict:
-        with report.stage(f"Layout {layer} ({lay.method})", None):
+        with report.stage(f"Layout {label or layer} ({lay.method})", None):
             vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
-            xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile,
-                            fit_sample=lay.fit_sample)
+            if compare:
+                attributions = np.load(act_folder / "attributions.npy", mmap_mode="r")
+                xy = compare_layout(vectors, attributions, *compare, lay.method, lay.n_neighbors, lay.min_dist,
+                                    cfg.seed, lay.clip_percentile)
+            else:
+                xy = fit_layout(vectors, lay.method, lay.n_neighbors, lay.min_dist, cfg.seed, lay.clip_percentile,
+                                fit_sample=lay.fit_sample)
         store.save_array(folder / "layout.npy", xy)
         return {"layer": layer}
 
@@ -141,7 +148,7 @@ def stage_grid(cfg, layer: str, act_folder: Path, layout_folder: Path, cache: Pa
 
 
 def stage_examples(cfg, model, layer: str, plan: SamplePlan, act_folder: Path, layout_folder: Path,
-                   levels: list[Level], cache: Path, report) -> Path:
+                   levels: list[Level], cache: Path, report, label: str = "") -> Path:
     """examples.npz and the sprites of each cell's real examples (examples.py)."""
     from . import examples
 
@@ -151,7 +158,7 @@ def stage_examples(cfg, model, layer: str, plan: SamplePlan, act_folder: Path, l
     folder = cache / "examples" / key
 
     def make(folder: Path) -> dict:
-        with report.stage(f"Examples {layer}", None):
+        with report.stage(f"Examples {label or layer}", None):
             xy = np.load(layout_folder / "layout.npy")
             return examples.make_examples(folder, model, layer, plan, act_folder, xy, levels, k)
 
@@ -160,7 +167,7 @@ def stage_examples(cfg, model, layer: str, plan: SamplePlan, act_folder: Path, l
 
 
 def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: list[Level], cache: Path,
-                report) -> dict[str, np.ndarray]:
+                report, label: str = "") -> dict[str, np.ndarray]:
     """trust.npz: how far each cell's activations keep their neighbours on the map (trust.py)."""
     from . import trust
 
@@ -169,7 +176,7 @@ def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: 
     folder = cache / "trust" / key
 
     def make(folder: Path) -> dict:
-        with report.stage(f"Layout trust {layer}", None):
+        with report.stage(f"Layout trust {label or layer}", None):
             vectors = np.load(act_folder / "activations.npy", mmap_mode="r")
             arrays = trust.measure(vectors, np.load(layout_folder / "layout.npy"), levels, cfg.seed)
         store.save_arrays(folder / "trust.npz", arrays)
@@ -181,7 +188,7 @@ def stage_trust(cfg, layer: str, act_folder: Path, layout_folder: Path, levels: 
 
 
 def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, levels: list[Level], cache: Path,
-                report) -> dict[str, list]:
+                report, label: str = "") -> dict[str, list]:
     """names.json: the names of each level's regions, drawn on the map (naming.py)."""
     from . import naming
 
@@ -191,7 +198,7 @@ def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, l
     folder = cache / "names" / key
 
     def make(folder: Path) -> dict:
-        with report.stage(f"Region names {layer}", None):
+        with report.stage(f"Region names {label or layer}", None):
             names = naming.name_levels(levels, naming.Namer(model.class_names, model.wordnet_ids))
         store.write_json(folder / "names.json", names)
         return {"layer": layer}
@@ -201,7 +208,7 @@ def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, l
 
 
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
-                engine=None, source=None):
+                engine=None, source=None, label: str = ""):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
 
     With `icons.warm_start`, each level after the first starts every icon from the icon
@@ -219,7 +226,7 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     total = sum(len(lv.cells) for lv in levels)
     whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
     rendered = []
-    with store.writing(cache / "icons" / layer), report.stage(f"Icons {layer}", total) as advance:
+    with store.writing(cache / "icons" / layer), report.stage(f"Icons {label or layer}", total) as advance:
         for k, level in enumerate(levels):
             start = has_start = None
             if i.warm_start and k > 0 and len(rendered[-1].icons):
@@ -230,9 +237,38 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                                          cache / "icons" / layer, advance, start, has_start, whiten, i.precision,
                                          report.note, engine, source))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
-    report.note(f"icons {layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
+    report.note(f"icons {label or layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
     return rendered
+
+
+def stage_classes(cfg, view, layer: str, act_folder: Path, class_names: list[str], cache: Path, report) -> Path:
+    """A class atlas's or comparison's activations: activations.npy, attributions.npy and positions.npy
+    of the rows chosen (class_atlas.py) from the layer's, and rows.npy, their rows there."""
+    from . import class_atlas
+
+    key = store.artifact_key("classes", act_folder.name, list(view.classes), cfg.classes.rows)
+    folder = cache / "classes" / key
+    label = " vs ".join(class_names[k] for k in view.classes)
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Activations of {label}", None):
+            attributions = np.load(act_folder / "attributions.npy", mmap_mode="r")
+            won_by = class_atlas.winners(attributions)
+            limit = class_atlas.row_limit(cfg.classes.rows, len(won_by))
+            rows = (class_atlas.class_rows(attributions, won_by, view.classes[0], limit) if view.kind == "class"
+                    else class_atlas.pair_rows(attributions, won_by, *view.classes, limit))
+            if len(rows) < 4:
+                raise AtlasError(f"layer {layer}: only {len(rows)} activations are attributed to {label}; "
+                                 "give more images of it, or name other classes in classes.names")
+            for name in ("activations", "attributions", "positions"):
+                store.save_array(folder / f"{name}.npy", np.asarray(np.load(act_folder / f"{name}.npy",
+                                                                             mmap_mode="r")[rows]))
+            store.save_array(folder / "rows.npy", rows.astype(np.int64))
+        return {"layer": layer, "count": int(len(rows)), "won": int(np.isin(won_by[rows], view.classes).sum())}
+
+    store.ensure(folder, key, make, report.note)
+    return folder
 
 
 def image_names(plan: SamplePlan, folder: Path | None) -> list[str]:
@@ -314,6 +350,16 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     source = ModelSource.of(model, checkpoint, labels)  # how an engine's workers make it again
     layers = list(cfg.collect.layers or model.default_layers)
     check_layers(model, layers)  # fail now, naming the closest layers, not after minutes of work
+    class_layer = cfg.classes.layer or layers[-1]
+    if class_layer not in layers:
+        raise AtlasError(f"classes.layer is {class_layer!r}, which is not mapped: name one of the layers "
+                         f"({', '.join(layers)}) or add it to collect.layers")
+    if cfg.classes.names or cfg.classes.compare:
+        from .class_atlas import find_class
+
+        for key, wanted in [("classes.names", n) for n in cfg.classes.names] + \
+                           [("classes.compare", n) for pair in cfg.classes.compare for n in pair]:
+            find_class(model.class_names, wanted, key)  # a misspelt class fails before any work too
     i = cfg.icons
     from .icons import RenderSettings
     from .icons.render import pick_device, pick_precision
@@ -331,25 +377,47 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")
 
-    atlases_raw = []
-    for layer in layers:
-        layout_folder = stage_layout(cfg, layer, act_folders[layer], cache, report)
+    def map_atlas(cfg, layer: str, act_folder: Path, compare=None, label: str = "") -> tuple:
+        """Layout, grid, icons, trust, names and examples of one atlas's activations in `act_folder`."""
+        layout_folder = stage_layout(cfg, layer, act_folder, cache, report, compare, label)
         lap("layout")
-        levels = stage_grid(cfg, layer, act_folders[layer], layout_folder, cache, report)
+        levels = stage_grid(cfg, layer, act_folder, layout_folder, cache, report)
         lap("grid")
-        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source)
+        # Icons aim at directions whitened by the whole layer's activations, as the layer's own atlas does.
+        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source, label)
         lap("icons")
-        measured = stage_trust(cfg, layer, act_folders[layer], layout_folder, levels, cache, report)
+        measured = stage_trust(cfg, layer, act_folder, layout_folder, levels, cache, report, label)
         lap("trust")
-        names = stage_names(cfg, model, layer, act_folders[layer], layout_folder, levels, cache, report)
+        names = stage_names(cfg, model, layer, act_folder, layout_folder, levels, cache, report, label)
         lap("names")
         examples = None
         if cfg.site.examples:
-            examples = stage_examples(cfg, model, layer, plan, act_folders[layer], layout_folder, levels, cache,
-                                      report)
+            examples = stage_examples(cfg, model, layer, plan, act_folder, layout_folder, levels, cache, report,
+                                      label)
             lap("examples")
-        count = store.read_meta(act_folders[layer])["count"]
-        atlases_raw.append((layer, count, levels, rendered, examples, measured, names))
+        count = store.read_meta(act_folder)["count"]
+        return layer, count, levels, rendered, examples, measured, names
+
+    atlases_raw = [map_atlas(cfg, layer, act_folders[layer]) for layer in layers]
+    class_raw = []  # (view, its map_atlas result)
+    if cfg.classes.names or cfg.classes.auto or cfg.classes.compare:
+        from .class_atlas import chosen_views, levels_for
+        from .tiles import leading_classes
+
+        leading = leading_classes(next(raw[2] for raw in atlases_raw if raw[0] == class_layer), count=20)
+        for view in chosen_views(cfg.classes.names, cfg.classes.auto, cfg.classes.compare, model.class_names,
+                                 leading):
+            folder = stage_classes(cfg, view, class_layer, act_folders[class_layer], model.class_names, cache,
+                                   report)
+            lap("classes")
+            meta = store.read_meta(folder)
+            label = " vs ".join(model.class_names[k] for k in view.classes)
+            report.note(f"{'class atlas' if view.kind == 'class' else 'comparison'} {label}, layer {class_layer}: "
+                        f"{meta['count']} activations, {meta['won']} won by {'it' if view.kind == 'class' else 'them'}")
+            view_cfg = replace(cfg, grid=replace(cfg.grid, levels=levels_for(cfg.grid.levels, meta["count"])))
+            class_raw.append((view, meta["won"], map_atlas(view_cfg, class_layer, folder,
+                                                           view.classes if view.kind == "compare" else None,
+                                                           label)))
 
     tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -359,10 +427,16 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             data_dir.mkdir(parents=True)
             shown = _shown_spec(model.spec)
             shown_names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
-            atlases = [write_atlas(data_dir, layer, shown, model.layer_shapes()[layer], count, levels, rendered,
+            shapes = model.layer_shapes()
+            atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
                                    examples and (examples, shown_names), measured, names)
                        for layer, count, levels, rendered, examples, measured, names in atlases_raw]
-            manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title)
+            class_atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
+                                         examples and (examples, shown_names), measured, names,
+                                         aid=view.atlas_id(model.class_names),
+                                         about=view.about(model.class_names, layer, count, won))
+                             for view, won, (layer, count, levels, rendered, examples, measured, names) in class_raw]
+            manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title, class_atlases)
             lap("tiles")
             # No timing and no path of this machine: two same-seed builds publish the same bytes.
             build_info = {"config": published_config(cfg), "images": len(plan.images), "crops": len(plan.crops),

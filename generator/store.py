@@ -39,6 +39,7 @@ VERSIONS = {
     "examples": 1,
     "trust": 1,
     "names": 1,
+    "classes": 1,
 }
 
 

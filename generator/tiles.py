@@ -76,7 +76,7 @@ def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 5
     Image.fromarray(canvas).resize((size_px, size_px), Image.LANCZOS).save(path, "WEBP", quality=WEBP_QUALITY)
 
 
-def _top_classes(levels: list[Level], count: int = 8) -> list[int]:
+def leading_classes(levels: list[Level], count: int = 8) -> list[int]:
     """The classes most often first in a cell, weighted by the cell's activations, at the finest level."""
     tally: Counter = Counter()
     for cell in levels[-1].cells if levels else []:
@@ -96,6 +96,8 @@ def write_atlas(
     examples: tuple[Path, list[str]] | None = None,
     trust: dict[str, np.ndarray] | None = None,
     names: dict[str, list] | None = None,
+    aid: str | None = None,
+    about: dict | None = None,
 ) -> dict:
     """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
@@ -104,8 +106,9 @@ def write_atlas(
     the examples stage's folder and the images' published names (examples.publish); `trust`,
     the layout's trust arrays (trust.py), puts each cell's score in its metadata; `names`, the
     regions' names per level (naming.py), goes into `names.js`, which the viewer draws on the map.
+    A class atlas or comparison (class_atlas.py) gives its own `aid` and the fields of `about`.
     """
-    aid = atlas_id(layer)
+    aid = aid or atlas_id(layer)
     folder = data_dir / aid
     folder.mkdir(parents=True, exist_ok=True)
     entries, fidelities, sides, parts = [], [], [], []
@@ -139,6 +142,9 @@ def write_atlas(
     write_overview(levels[0], rendered[0].icons, folder / "thumb.webp", 96)
     return {
         "id": aid,
+        "kind": "layer",
+        "label": layer,
+        "title": f"Activation atlas of layer {layer}",
         "model": model_spec,
         "layer": layer,
         "shape": list(shape),
@@ -147,7 +153,7 @@ def write_atlas(
         "levels": [lv.size for lv in levels],
         "level_data": entries,
         "fidelity_mean": round(float(np.mean(fidelities)), 3) if fidelities else 0.0,
-        "top_classes": _top_classes(levels),
+        "top_classes": leading_classes(levels),
         **class_fields,
         "class_scale": float(f"{scale:.6g}"),
         **strongest,
@@ -157,16 +163,23 @@ def write_atlas(
         "overview": f"{aid}/overview.webp",
         "thumb": f"{aid}/thumb.webp",
         "script": f"{aid}/atlas.js",
+        **(about or {}),
     }
 
 
-def write_manifest(data_dir: Path, atlases: list[dict], class_names: list[str], title: str) -> dict:
-    """Write manifest.json and, for the viewer, one atlas.js per atlas with the class names."""
-    manifest = {"schema": DATA_SCHEMA, "title": title, "classes": class_names, "atlases": atlases}
+def write_manifest(data_dir: Path, atlases: list[dict], class_names: list[str], title: str,
+                   class_atlases: list[dict] | None = None) -> dict:
+    """Write manifest.json and, for the viewer, one atlas.js per atlas with the class names.
+
+    `atlases` are the layers' atlases; `class_atlases` the class atlases and comparisons."""
+    class_atlases = class_atlases or []
+    manifest = {"schema": DATA_SCHEMA, "title": title, "classes": class_names, "atlases": atlases,
+                "class_atlases": class_atlases}
     (data_dir / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True,
                                                        allow_nan=False))
-    others = [{"id": a["id"], "layer": a["layer"], "thumb": a["thumb"], "script": a["script"]} for a in atlases]
-    for atlas in atlases:
+    for atlas in atlases + class_atlases:
+        group = atlases if atlas["kind"] == "layer" else class_atlases
+        others = [{"id": a["id"], "label": a["label"], "thumb": a["thumb"], "script": a["script"]} for a in group]
         # The viewer finds a tile by its cell and needs no list of them: at 320 x 320 cells the
         # lists alone would be 60 KB of the page's first script.
         shown = {**atlas, "level_data": [{k: v for k, v in lv.items() if k != "tiles"} for lv in atlas["level_data"]]}
