@@ -47,6 +47,9 @@ def build(
     cache: Optional[str] = typer.Option(None, help=_help("cache")),
     engine: Optional[str] = typer.Option(None, help=_help("engine")),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=_help("ray_address")),
+    classes: Optional[str] = typer.Option(None, help="Comma-separated. " + _help("classes.names")),
+    compare: Optional[List[str]] = typer.Option(None, help="Two classes, comma-separated (repeatable). "
+                                                + _help("classes.compare")),
 ) -> None:
     """Build the atlas site."""
     if config is None and Path("atlas.toml").is_file():
@@ -70,6 +73,11 @@ def build(
         overrides.setdefault("images", {})["dir"] = str(Path(images).resolve())
     if layers is not None:
         overrides.setdefault("collect", {})["layers"] = [x.strip() for x in layers.split(",") if x.strip()]
+    if classes is not None:
+        overrides.setdefault("classes", {})["names"] = [x.strip() for x in classes.split(",") if x.strip()]
+    if compare:
+        # a malformed pair reaches classes.compare's check, which says what a pair is
+        overrides.setdefault("classes", {})["compare"] = [[x.strip() for x in pair.split(",")] for pair in compare]
     try:
         from .config import load_config
 

@@ -2,6 +2,9 @@
 
   {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" caption=".." alt=".." >}}  a live
       viewer on that view; the caption is tied to the viewer, alt says what it shows to screen readers
+  {{< class_atlas class="fireboat" >}}  the class atlas of a class named in classes.names (or chosen by
+      classes.auto), with the atlas shortcode's view parameters; `filter` fades by another class
+  {{< compare classes="fireboat,streetcar" >}}  the comparison of two classes (classes.compare)
   {{< layers >}}  a section per atlas of this build: its facts and a viewer
   {{< fact images >}}  one fact of the build as text (see `build_facts`)
 
@@ -22,7 +25,10 @@ _SHORTCODE = re.compile(r'\{\{<\s*([A-Za-z][\w-]*)((?:\s+(?:[\w-]+="[^"\n]*"|[\w
 _ARG = re.compile(r'([\w-]+)="([^"\n]*)"|([\w.-]+)')
 # Shortcodes inside code stay as written: fenced blocks (``` or ~~~) and inline spans.
 _CODE = re.compile(r"^[ \t]*(`{3,}|~{3,}).*?^[ \t]*\1[ \t]*$|``[^\n]+?``|`[^`\n]+`", re.S | re.M)
-_ATLAS_PARAMS = {"layer", "zoom", "center", "class", "sign", "height", "caption", "alt"}
+_VIEW_PARAMS = {"zoom", "center", "sign", "height", "caption", "alt"}
+_ATLAS_PARAMS = _VIEW_PARAMS | {"layer", "class"}
+_CLASS_ATLAS_PARAMS = _VIEW_PARAMS | {"class", "filter"}
+_COMPARE_PARAMS = _VIEW_PARAMS | {"classes", "filter"}
 # Paths differ between machines, and the site is published: they are not facts a page can quote.
 _PATH_SETTINGS = {"out", "cache", "images.dir", "model.checkpoint", "model.labels", "site.content", "site.templates"}
 _BUILD_FACTS = ("images", "crops", "skipped", "image_source", "model", "layers")
@@ -77,12 +83,14 @@ def _malformed(text: str, start: int, end: int) -> str:
 
 
 class Shortcodes:
-    """Expands `{{< atlas ... >}}`, `{{< layers >}}` and `{{< fact NAME >}}` in a page's markdown."""
+    """Expands `{{< atlas ... >}}`, `{{< class_atlas ... >}}`, `{{< compare ... >}}`, `{{< layers >}}` and
+    `{{< fact NAME >}}` in a page's markdown."""
 
     def __init__(self, viewer: Callable[..., str], atlases: list[dict], classes: list[str],
-                 facts: dict[str, str] | None = None):
+                 facts: dict[str, str] | None = None, class_atlases: list[dict] | None = None):
         self.viewer = viewer  # (atlas, root, mode, view, caption, height, for_what) -> the viewer's HTML
         self.atlases = atlases
+        self.class_atlases = class_atlases or []
         self.classes = classes
         self.facts = facts or {}
         self.by_name = {a["layer"]: a for a in atlases} | {a["id"]: a for a in atlases}
@@ -115,13 +123,15 @@ class Shortcodes:
                     blocks: dict[str, str]) -> str:
         if name == "atlas":
             return self._atlas(self._named(name, args, where), where, root, blocks)
+        if name in ("class_atlas", "compare"):
+            return self._class_view(name, self._named(name, args, where), where, root, blocks)
         if name == "layers":
             if args:
                 raise AtlasError(f"{where}: the layers shortcode takes no parameters: write {{{{< layers >}}}}")
             return self._layers(where, root, blocks)
         if name == "fact":
             return self._fact(args, where)
-        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, layers or fact")
+        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, class_atlas, compare, layers or fact")
 
     @staticmethod
     def _named(name: str, args: list[tuple[str | None, str]], where: str) -> dict[str, str]:
@@ -161,10 +171,7 @@ class Shortcodes:
         return "\n".join(sections)
 
     def _atlas(self, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
-        unknown = sorted(set(params) - _ATLAS_PARAMS)
-        if unknown:
-            raise AtlasError(f"{where}: atlas shortcode: unknown parameter {unknown[0]!r} "
-                             f"(allowed: {', '.join(sorted(_ATLAS_PARAMS))})")
+        self._check_params("atlas", params, _ATLAS_PARAMS, where)
         if not self.atlases:
             raise AtlasError(f"{where}: an atlas shortcode needs at least one atlas in the build")
         layer = params.get("layer", self.atlases[0]["id"])
@@ -172,6 +179,38 @@ class Shortcodes:
         if atlas is None:
             raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
                              f"(built: {', '.join(a['layer'] for a in self.atlases)})")
+        return self._viewer_of("atlas", atlas, params, params.get("class"), where, root, blocks)
+
+    def _class_view(self, name: str, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
+        """A class atlas (`class`) or comparison (`classes`), which the build must have made."""
+        self._check_params(name, params, _CLASS_ATLAS_PARAMS if name == "class_atlas" else _COMPARE_PARAMS, where)
+        key, setting = ("class", "classes.names") if name == "class_atlas" else ("classes", "classes.compare")
+        wanted = [w.strip() for w in params.get(key, "").split(",")] if key in params else []
+        if len(wanted) != (1 if name == "class_atlas" else 2) or not all(wanted):
+            example = 'class="fireboat"' if name == "class_atlas" else 'classes="fireboat,streetcar"'
+            raise AtlasError(f"{where}: {name} shortcode: name the class{'es' if key == 'classes' else ''} "
+                             f"as {example}")
+        indices = [self.class_index(w, where, name) for w in wanted]
+        kind = "class" if name == "class_atlas" else "compare"
+        atlas = next((a for a in self.class_atlases if a["kind"] == kind and a["classes"] == indices), None)
+        if atlas is None:
+            built = [a["label"] for a in self.class_atlases if a["kind"] == kind]
+            shown = " and ".join(self.classes[k] for k in indices)
+            raise AtlasError(f"{where}: {name} shortcode: this build has no "
+                             f"{'class atlas' if kind == 'class' else 'comparison'} of {shown} "
+                             f"(built: {', '.join(built) or 'none'}): add it to {setting} in atlas.toml")
+        return self._viewer_of(name, atlas, params, params.get("filter"), where, root, blocks)
+
+    @staticmethod
+    def _check_params(name: str, params: dict[str, str], allowed: set[str], where: str) -> None:
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise AtlasError(f"{where}: {name} shortcode: unknown parameter {unknown[0]!r} "
+                             f"(allowed: {', '.join(sorted(allowed))})")
+
+    def _viewer_of(self, name: str, atlas: dict, params: dict[str, str], filter_class: str | None, where: str,
+                   root: str, blocks: dict[str, str]) -> str:
+        """A viewer of `atlas` on the view the shortcode's parameters describe."""
         view: dict[str, object] = {"layer": atlas["id"]}
         try:
             if "center" in params:
@@ -184,12 +223,12 @@ class Shortcodes:
                 view["z"] = zoom
             height = int(params.get("height", 440))
         except ValueError:
-            raise AtlasError(f"{where}: atlas shortcode: center must be two numbers like \"0.3,0.7\", zoom a "
+            raise AtlasError(f"{where}: {name} shortcode: center must be two numbers like \"0.3,0.7\", zoom a "
                              "number above 0 and height whole pixels") from None
-        if "class" in params:
-            view["class"] = self.classes[self.class_index(params["class"], where)]
+        if filter_class is not None:
+            view["class"] = self.classes[self.class_index(filter_class, where, name)]
         if params.get("sign", "+") not in ("+", "-"):
-            raise AtlasError(f"{where}: atlas shortcode: sign must be \"+\" or \"-\"")
+            raise AtlasError(f"{where}: {name} shortcode: sign must be \"+\" or \"-\"")
         if params.get("sign") == "-":
             view["sign"] = "-"
         return self._place_viewer(atlas, view, params.get("caption", ""), height, params.get("alt", ""), where,
@@ -201,13 +240,13 @@ class Shortcodes:
         blocks[key] = self.viewer(atlas, root, "inline", view, caption, height, alt, where)
         return f"\n\n{key}\n\n"
 
-    def class_index(self, name: str, where: str) -> int:
+    def class_index(self, name: str, where: str, shortcode: str = "atlas") -> int:
         lower = [c.lower() for c in self.classes]
         if name.lower() in lower:
             return lower.index(name.lower())
         close = difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.6)
         hint = f" (closest: {', '.join(self.classes[lower.index(c)] for c in close)})" if close else ""
-        raise AtlasError(f"{where}: atlas shortcode: no class named {name!r}{hint}")
+        raise AtlasError(f"{where}: {shortcode} shortcode: no class named {name!r}{hint}")
 
 
 

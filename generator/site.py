@@ -2,7 +2,7 @@
 
 Pages: `index.html` (the article, from content/index.md), one page per other markdown
 file of content/ and its subfolders (content/notes/deep.md -> notes/deep.html),
-`explore/<atlas id>.html` per atlas and `embed.html`, the chrome-less viewer that embed
+`explore/<atlas id>.html` per atlas (each layer's, each class atlas's and comparison's) and `embed.html`, the chrome-less viewer that embed
 codes point at. content/'s other files (images) are copied to the same places. Every link
 is relative, so the site works from any sub-path and straight from disk. Markdown pages
 may hold shortcodes (see shortcodes.py).
@@ -213,16 +213,24 @@ def render_template(env: jinja2.Environment, template: str | jinja2.Template, va
         raise error from None
 
 
-def viewer_renderer(env: jinja2.Environment, atlases: list[dict]) -> Callable[..., str]:
+def viewer_group(manifest: dict, atlas: dict) -> list[dict]:
+    """The atlases a viewer of `atlas` switches between: the layers' atlases for a layer's, the class
+    atlases and comparisons for one of those."""
+    return manifest["atlases"] if atlas.get("kind", "layer") == "layer" else manifest["class_atlases"]
+
+
+def viewer_renderer(env: jinja2.Environment, manifest: dict) -> Callable[..., str]:
     """viewer(atlas, root, mode, view, caption, height, alt, for_what): viewer.html's macro as HTML;
     `root` is the way from the page that holds it to the site's root. `view` ({"x", "y", "z",
-    "class", "sign"}) goes to the script as JSON: the script alone writes views as URL hashes."""
+    "class", "sign"}) goes to the script as JSON: the script alone writes views as URL hashes.
+    The embed page's viewer knows every atlas, as an embed code may name any; others, their group's."""
     # Called through a template, not as a macro from Python, so that jinja maps a mistake to its line.
     call = env.from_string('{% from "viewer.html" import viewer %}'
                            "{{ viewer(atlas, atlases, root, mode, view, caption, height, alt) }}")
 
     def viewer(atlas: dict, root: str, mode: str, view: dict | None = None, caption: str = "", height: int = 0,
                alt: str = "", for_what: str = "") -> str:
+        atlases = manifest["atlases"] + manifest["class_atlases"] if mode == "embed" else viewer_group(manifest, atlas)
         values = {"atlas": atlas, "atlases": atlases, "root": root, "mode": mode,
                   "view": json.dumps(view, sort_keys=True) if view else "", "caption": caption, "height": height,
                   "alt": alt}
@@ -257,8 +265,10 @@ def render_site(out_dir: Path, manifest: dict, build_info: dict, content_dir: Pa
     if content_dir is None or not content_dir.is_dir():
         content_dir = resource_dir("content")
     env = template_env(override_dir)
-    viewer = viewer_renderer(env, manifest["atlases"])
-    shortcodes = Shortcodes(viewer, manifest["atlases"], manifest["classes"], build_facts(build_info))
+    manifest = {"class_atlases": [], **manifest}  # a manifest of a build before class atlases
+    viewer = viewer_renderer(env, manifest)
+    shortcodes = Shortcodes(viewer, manifest["atlases"], manifest["classes"], build_facts(build_info),
+                            manifest["class_atlases"])
     pages = read_pages(content_dir, shortcodes)
     if not any(p.slug == "index" for p in pages):
         raise AtlasError(f"{content_dir} has no index.md: the article page is made from it")
@@ -266,7 +276,7 @@ def render_site(out_dir: Path, manifest: dict, build_info: dict, content_dir: Pa
     copy_content_files(content_dir, out_dir, {f"{p.slug}.html" for p in pages})
     nav = [{"slug": quote(p.slug), "title": p.title} for p in pages]
     common = {"site_title": manifest["title"], "nav": nav, "atlases": manifest["atlases"],
-              "classes": manifest["classes"], "build": build_info}
+              "class_atlases": manifest["class_atlases"], "classes": manifest["classes"], "build": build_info}
     written = []
 
     def write(path: Path, template: str, for_what: str = "", **values) -> None:
@@ -278,7 +288,7 @@ def render_site(out_dir: Path, manifest: dict, build_info: dict, content_dir: Pa
     for page in pages:
         write(out_dir / f"{page.slug}.html", "index.html" if page.slug == "index" else "page.html", page.source,
               page=page, root=page.root, current=quote(page.slug), current_atlas="")
-    for atlas in manifest["atlases"]:
+    for atlas in manifest["atlases"] + manifest["class_atlases"]:
         write(out_dir / "explore" / f"{atlas['id']}.html", "explorer.html", atlas=atlas, root="../",
               current="explore", current_atlas=atlas["id"],
               viewer=viewer(atlas, "../", "explorer", for_what=f"explore/{atlas['id']}.html"))

@@ -266,36 +266,50 @@
       self.card.close();
       self.names.load();
       self.overview = self.loader.image(self.atlas.overview);
+      // The switch offers the atlases of this one's group: the layers', or the class atlases and comparisons.
+      var group = self.atlas.kind === "layer" || !self.atlas.kind ? "layer" : "class";
       self.root.querySelectorAll(".layer-switch button").forEach(function (b) {
         b.setAttribute("aria-pressed", b.getAttribute("data-layer") === id ? "true" : "false");
+        b.hidden = (b.getAttribute("data-group") || "layer") !== group;
       });
+      self.showAxis();
       var link = self.root.querySelector(".open-explorer");
       if (link) link.setAttribute("href", self.siteRoot + "explore/" + id + ".html");
       self.frame.setAttribute("aria-label", (self.root.getAttribute("data-alt") ||
-        "Activation atlas of layer " + self.atlas.layer) + ". Arrow keys move between cells, plus and minus zoom, " +
+        self.atlas.title) + ". Arrow keys move between cells, plus and minus zoom, " +
         "0 resets the view, Escape closes the card.");
       self.resize();
       self.applyView(start || {});
       if (switched || id !== fallback) self.syncPage();
-      if (switched) { self.say("Layer " + self.atlas.layer); self.writeAddress(true); }
+      if (switched) { self.say(self.atlas.title); self.writeAddress(true); }
       self.viewChanged(false, true);
     });
   };
 
-  // When the atlas shown is not the one the page was made for: the page says which layer it shows,
-  // as a fresh load of that layer's page would.
+  // A comparison's x is the attribution difference: the legend names the class each side leans to.
+  Viewer.prototype.showAxis = function () {
+    var axis = this.root.querySelector(".compare-axis"), atlas = this.atlas;
+    if (!axis) return;
+    axis.hidden = atlas.kind !== "compare";
+    if (axis.hidden) return;
+    axis.querySelector(".axis-b").textContent = "\u2190 more " + atlas.class_names[1];
+    axis.querySelector(".axis-a").textContent = "more " + atlas.class_names[0] + " \u2192";
+  };
+
+  // When the atlas shown is not the one the page was made for: the page says which atlas it shows,
+  // as a fresh load of that atlas's page would.
   Viewer.prototype.syncPage = function () {
     var atlas = this.atlas;
     if (this.mode === "inline") return;
     if (this.mode === "explorer") {
-      document.title = document.title.replace(/^Layer .*? · /, "Layer " + atlas.layer + " · ");
+      document.title = atlas.title + " \u00b7 " + (document.body.getAttribute("data-site-title") || "");
       document.querySelectorAll(".site-header nav a[data-atlas]").forEach(function (a) {
         if (a.getAttribute("data-atlas") === atlas.id) a.setAttribute("aria-current", "page");
         else a.removeAttribute("aria-current");
       });
     }
     var heading = document.querySelector("main h1");
-    if (heading) heading.textContent = heading.textContent.replace(/layer \S+/, "layer " + atlas.layer);
+    if (heading) heading.textContent = atlas.title;
   };
 
   Viewer.prototype.viewString = function () {
@@ -1178,7 +1192,7 @@
     var embed = new URL(root + "embed.html", window.location.href).href;
     this.node.querySelector(".share-link").value = page + "#" + view;
     this.node.querySelector(".embed-code").value = '<iframe src="' + attr(embed + "#" + view) + '" title="' +
-      attr("Activation atlas of layer " + v.atlas.layer) +
+      attr(v.atlas.title) +
       '" width="100%" height="480" style="border: 0" loading="lazy" allowfullscreen></iframe>';
   };
 
