@@ -3,8 +3,10 @@
   {{< atlas layer="blocks.4" zoom="2" center="0.3,0.7" class="tabby" caption=".." alt=".." >}}  a live
       viewer on that view; the caption is tied to the viewer, alt says what it shows to screen readers
   {{< class_atlas class="fireboat" >}}  the class atlas of a class named in classes.names (or chosen by
-      classes.auto), with the atlas shortcode's view parameters; `filter` fades by another class
-  {{< compare classes="fireboat,streetcar" >}}  the comparison of two classes (classes.compare)
+      classes.auto), with the atlas shortcode's view parameters; `filter` fades by a class; without
+      `class`, the build's first class atlas
+  {{< compare classes="fireboat,streetcar" >}}  the comparison of two classes (classes.compare); without
+      `classes`, the build's first
   {{< layers >}}  a section per atlas of this build: its facts and a viewer
   {{< fact images >}}  one fact of the build as text (see `build_facts`)
 
@@ -185,20 +187,26 @@ class Shortcodes:
         """A class atlas (`class`) or comparison (`classes`), which the build must have made."""
         self._check_params(name, params, _CLASS_ATLAS_PARAMS if name == "class_atlas" else _COMPARE_PARAMS, where)
         key, setting = ("class", "classes.names") if name == "class_atlas" else ("classes", "classes.compare")
-        wanted = [w.strip() for w in params.get(key, "").split(",")] if key in params else []
-        if len(wanted) != (1 if name == "class_atlas" else 2) or not all(wanted):
-            example = 'class="fireboat"' if name == "class_atlas" else 'classes="fireboat,streetcar"'
-            raise AtlasError(f"{where}: {name} shortcode: name the class{'es' if key == 'classes' else ''} "
+        kind = "class" if name == "class_atlas" else "compare"
+        built = [a for a in self.class_atlases if a["kind"] == kind]
+        what = "class atlas" if kind == "class" else "comparison"
+        if key not in params:  # the build's first: a page that suits any build, as the packaged article does
+            if not built:
+                raise AtlasError(f"{where}: {name} shortcode: this build made no {what}: name classes in "
+                                 f"{setting} in atlas.toml, or leave classes.auto above 0")
+            return self._viewer_of(name, built[0], params, params.get("filter"), where, root, blocks)
+        wanted = [w.strip() for w in params[key].split(",")]
+        if len(wanted) != (1 if kind == "class" else 2) or not all(wanted):
+            example = 'class="fireboat"' if kind == "class" else 'classes="fireboat,streetcar"'
+            raise AtlasError(f"{where}: {name} shortcode: name the class{'es' if kind == 'compare' else ''} "
                              f"as {example}")
         indices = [self.class_index(w, where, name) for w in wanted]
-        kind = "class" if name == "class_atlas" else "compare"
-        atlas = next((a for a in self.class_atlases if a["kind"] == kind and a["classes"] == indices), None)
+        atlas = next((a for a in built if a["classes"] == indices), None)
         if atlas is None:
-            built = [a["label"] for a in self.class_atlases if a["kind"] == kind]
             shown = " and ".join(self.classes[k] for k in indices)
-            raise AtlasError(f"{where}: {name} shortcode: this build has no "
-                             f"{'class atlas' if kind == 'class' else 'comparison'} of {shown} "
-                             f"(built: {', '.join(built) or 'none'}): add it to {setting} in atlas.toml")
+            raise AtlasError(f"{where}: {name} shortcode: this build has no {what} of {shown} "
+                             f"(built: {', '.join(a['label'] for a in built) or 'none'}): add it to {setting} "
+                             "in atlas.toml")
         return self._viewer_of(name, atlas, params, params.get("filter"), where, root, blocks)
 
     @staticmethod

@@ -26,14 +26,16 @@ pytestmark = pytest.mark.slow
 def test_every_page_loads_without_errors_or_outside_requests(browser, site, serve_under_subpath, where):
     name, folder, manifest = site
     base = folder.as_uri() + "/" if where == "file" else serve_under_subpath(folder)
-    pages = ["index.html", "embed.html"] + [f"explore/{a['id']}.html" for a in manifest["atlases"]]
+    views = manifest["class_atlases"]
+    assert [a["kind"] for a in views] == ["class", "class", "compare"]  # the quick preset's class.auto of 2
+    pages = ["index.html", "embed.html"] + [f"explore/{a['id']}.html" for a in manifest["atlases"] + views]
     for path in pages:
         visit = Visit(browser, base + path)
         if path != "index.html":
             visit.painted()
             assert _canvas(visit.page).std() > 10, f"{path}: the atlas canvas is blank"
         else:
-            assert visit.page.locator(".atlas-gallery img").count() == len(manifest["atlases"])
+            assert visit.page.locator(".atlas-gallery img").count() == len(manifest["atlases"]) + len(views)
             assert all(visit.page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)"))
             visit.painted(".atlas-inline")  # the narrative's live atlases
         assert visit.problems == [] and visit.outside(base) == [], (path, visit.problems, visit.outside(base))

@@ -212,3 +212,44 @@ def test_region_names_are_drawn_apart_change_with_the_zoom_and_toggle(browser, s
     assert again.page.get_attribute(".labels-toggle", "aria-pressed") == "false" and _drawn(again.page) == []
     assert again.problems == [] and visit.problems == []
     again.close()
+
+
+@pytest.mark.parametrize("where", ["file", "http"])
+def test_class_atlases_and_comparisons_open_switch_and_name_their_sides(browser, site, serve_under_subpath, where):
+    _, folder, manifest = site
+    base = folder.as_uri() + "/" if where == "file" else serve_under_subpath(folder)
+    one, compare = manifest["class_atlases"][0], manifest["class_atlases"][-1]
+    visit = Visit(browser, base + f"explore/{compare['id']}.html")
+    page = visit.page
+    visit.painted()
+    assert _canvas(page).std() > 10
+    assert page.title() == f"{compare['title']} · {manifest['title']}"
+    a, b = compare["class_names"]
+    axis = page.locator(".compare-axis")
+    assert axis.is_visible() and axis.inner_text().split("\n") == [f"← more {b}", f"more {a} →"]
+    # the switch holds the class atlases and comparisons only; a class atlas has no sides
+    shown = page.evaluate("[...document.querySelectorAll('.layer-switch button')].filter(b => !b.hidden)"
+                          ".map(b => b.dataset.layer)")
+    assert shown == [v["id"] for v in manifest["class_atlases"]]
+    page.click(f".layer-switch button[data-layer='{one['id']}']")
+    page.wait_for_function(f"{VIEWER}.atlas.id === '{one['id']}'")
+    visit.settled()
+    assert not axis.is_visible() and page.title() == f"{one['title']} · {manifest['title']}"
+    assert page.locator("main h1").inner_text() == one["title"]
+    assert f"layer={one['id']}" in page.url
+    # a cell of a class atlas reads like any other: its count, classes and examples
+    level, cell = _busiest(folder, one, page)
+    page.mouse.move(*_cell_point(page, level["size"], cell))
+    page.locator(".tooltip .examples .patch").first.wait_for(state="visible")
+    assert f"Average of {cell['count']} activation" in page.locator(".tooltip").inner_text()
+    assert visit.problems == [] and visit.outside(base) == []
+    visit.close()
+    # an embed code may name a comparison: the embed page offers the class atlases with it, not the layers
+    embed = Visit(browser, base + f"embed.html#layer={compare['id']}")
+    embed.painted()
+    assert embed.page.evaluate(f"{VIEWER}.atlas.id") == compare["id"]
+    assert embed.page.locator(".compare-axis").is_visible()
+    assert embed.page.evaluate("[...document.querySelectorAll('.layer-switch button')].filter(b => !b.hidden)"
+                               ".map(b => b.dataset.layer)") == [v["id"] for v in manifest["class_atlases"]]
+    assert embed.problems == []
+    embed.close()

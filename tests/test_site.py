@@ -64,7 +64,7 @@ BUILD = {"config": describe(load_config(None, {"preset": "quick", "layout": {"me
          "layers": ["blocks.4", "b.5"]}
 
 
-def _tiny_atlas(data_dir, layer, names_count=3):
+def _tiny_levels_icons():
     rng = np.random.default_rng(0)
     levels = [Level(2, [{"x": 0, "y": 0, "count": 3, "top": [[1, 0.5]]}, {"x": 1, "y": 1, "count": 2, "top": [[0, 0.2]]}],
                     np.zeros((2, 4), np.float32), np.array([[0.1, 0.5, -0.2], [0.2, -0.1, 0.4]], np.float16))]
@@ -72,7 +72,11 @@ def _tiny_atlas(data_dir, layer, names_count=3):
 
     icons = RenderedIcons(rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8), np.array([0.9, 0.8]),
                           np.array([3.0, 2.0]))
-    return write_atlas(data_dir, layer, "tiny", (4, 3, 3), 5, levels, [icons])
+    return levels, [icons]
+
+
+def _tiny_atlas(data_dir, layer, names_count=3):
+    return write_atlas(data_dir, layer, "tiny", (4, 3, 3), 5, *_tiny_levels_icons())
 
 
 def test_site_escapes_hostile_names_and_references_only_existing_files(tmp_path):
@@ -338,3 +342,65 @@ def test_the_packaged_article_states_this_builds_sample(tmp_path):
     assert "built from 500 images (imagenet-sample), cut into 500 crops" in text
     assert "dozen" not in text and "this build used umap" in text
     assert "grids of 2 cells across" in text
+
+
+def _class_site(tmp_path, body):
+    """A site of one layer's atlas, a class atlas of class 1 (a hostile name) and a comparison of 1 and 0."""
+    from generator.class_atlas import ClassView
+
+    out = tmp_path / "site"
+    data = out / "data"
+    data.mkdir(parents=True)
+    names = ["tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern"]
+    layer = _tiny_atlas(data, "blocks.4")
+    views = []
+    for view in (ClassView((1,)), ClassView((1, 0))):
+        views.append(write_atlas(data, "blocks.4", "tiny", (4, 3, 3), 5, *_tiny_levels_icons(),
+                                 aid=view.atlas_id(names), about=view.about(names, "blocks.4", 5, 2)))
+    manifest = write_manifest(data, [layer], names, "T", views)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "index.md").write_text(body)
+    render_site(out, manifest, BUILD, content, None)
+    return out
+
+
+def test_class_atlases_get_explorer_pages_a_gallery_and_shortcodes(tmp_path):
+    out = _class_site(tmp_path, "{{< class_atlas >}}\n\n{{< compare classes=\"<img src=x onerror=alert(1)>,tabby\" "
+                                "filter=\"tabby\" >}}\n")
+    hostile = "&lt;img src=x onerror=alert(1)&gt;"
+    for page in ("class-img-src-x-onerror-alert-1", "compare-img-src-x-onerror-alert-1-tabby"):
+        html = (out / "explore" / f"{page}.html").read_text()
+        assert "<img src=x" not in html and hostile in html
+        assert local_references(out / "explore" / f"{page}.html") == []
+        # the switch offers the class atlases and comparisons, not the layers
+        assert re.findall(r'data-layer="([^"]+)"', html) == ["class-img-src-x-onerror-alert-1",
+                                                             "compare-img-src-x-onerror-alert-1-tabby"]
+    compare = (out / "explore" / "compare-img-src-x-onerror-alert-1-tabby.html").read_text()
+    assert f"<title>{hostile} against tabby (layer blocks.4) · T</title>" in compare
+    assert f"← more tabby</span><span class=\"axis-a\">more {hostile} →" in compare
+    index = (out / "index.html").read_text()
+    assert index.count('class="atlas-viewer atlas-inline"') == 2
+    views = [json.loads(v.replace("&#34;", '"')) for v in re.findall(r'data-view="([^"]*)"', index)]
+    assert views == [{"layer": "class-img-src-x-onerror-alert-1"},
+                     {"layer": "compare-img-src-x-onerror-alert-1-tabby", "class": "tabby"}]
+    assert 'href="explore/compare-img-src-x-onerror-alert-1-tabby.html"' in index  # in the gallery
+    assert local_references(out / "index.html") == []
+    # the embed page knows every atlas, so that an embed code may name any
+    embed = (out / "embed.html").read_text()
+    assert len(re.findall(r'data-layer="', embed)) == 3
+
+
+def test_class_shortcode_mistakes_say_what_to_add_to_the_config(tmp_path):
+    cases = {'{{< class_atlas class="tabby" >}}': "this build has no class atlas of tabby (built: "
+                                                  "<img src=x onerror=alert(1)>): add it to classes.names",
+             '{{< compare classes="tabby,jack-o\'-lantern" >}}': "no comparison of tabby and jack-o'-lantern",
+             '{{< compare classes="tabby" >}}': 'name the classes as classes="fireboat,streetcar"',
+             '{{< class_atlas class="tabbby" >}}': "class_atlas shortcode: no class named 'tabbby' (closest: tabby)",
+             '{{< class_atlas layer="blocks.4" >}}': "unknown parameter 'layer'"}
+    for number, (code, message) in enumerate(cases.items()):
+        with pytest.raises(AtlasError, match=re.escape(message)):
+            _class_site(tmp_path / str(number), code + "\n")
+    with pytest.raises(AtlasError, match=re.escape("this build made no comparison: name classes in "
+                                                   "classes.compare")):
+        _site(tmp_path / "none", "{{< compare >}}\n")

@@ -247,12 +247,12 @@ def test_switching_layers_updates_the_address_title_and_nav(browser, site, serve
         page.click(f".layer-switch button[data-layer='{second['id']}']")
         page.wait_for_function(f"{VIEWER}.atlas.id === '{second['id']}'")
         assert f"layer={second['id']}" in page.url
-        assert page.title().startswith(f"Layer {second['layer']} · ")
+        assert page.title().startswith(f"{second['title']} · ")
         assert page.locator(f".site-header a[data-atlas='{second['id']}']").get_attribute("aria-current") == "page"
         assert page.locator(f".site-header a[data-atlas='{first['id']}']").get_attribute("aria-current") is None
         page.reload()
         page.wait_for_function(f"{VIEWER}.atlas && {VIEWER}.atlas.id === '{second['id']}'")
-        assert page.title().startswith(f"Layer {second['layer']} · ")
+        assert page.title().startswith(f"{second['title']} · ")
         assert visit.problems == []
         visit.close()
 
