@@ -63,8 +63,9 @@ def slug(name: str) -> str:
 def find_class(names: list[str], wanted: str, key: str) -> int:
     """The index of the class named `wanted` (case aside); a one-line error naming the closest otherwise."""
     lower = [n.lower() for n in names]
-    if wanted.strip().lower() in lower:
-        return lower.index(wanted.strip().lower())
+    for form in (wanted.strip().lower(), wanted.strip().lower().replace("_", " ")):  # white_wolf, as files spell it
+        if form in lower:
+            return lower.index(form)
     close = difflib.get_close_matches(wanted.lower(), lower, n=3, cutoff=0.6)
     hint = f" (closest: {', '.join(names[lower.index(c)] for c in close)})" if close else ""
     raise AtlasError(f"{key}: the model has no class named {wanted!r}{hint}: give class names as the model's "

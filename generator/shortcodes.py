@@ -7,6 +7,9 @@
       `class`, the build's first class atlas
   {{< compare classes="fireboat,streetcar" >}}  the comparison of two classes (classes.compare); without
       `classes`, the build's first
+  {{< contradiction layer="blocks.5" >}}  the cell of that layer (default: the last) whose real
+      examples most clearly contradict its top class (findings.py), said in words, and a viewer
+      pinned on it; height, caption and alt as for atlas
   {{< layers >}}  a section per atlas of this build: its facts and a viewer
   {{< fact images >}}  one fact of the build as text (see `build_facts`)
 
@@ -31,6 +34,7 @@ _VIEW_PARAMS = {"zoom", "center", "sign", "height", "caption", "alt"}
 _ATLAS_PARAMS = _VIEW_PARAMS | {"layer", "class"}
 _CLASS_ATLAS_PARAMS = _VIEW_PARAMS | {"class", "filter"}
 _COMPARE_PARAMS = _VIEW_PARAMS | {"classes", "filter"}
+_CONTRADICTION_PARAMS = {"layer", "height", "caption", "alt"}
 # Paths differ between machines, and the site is published: they are not facts a page can quote.
 _PATH_SETTINGS = {"out", "cache", "images.dir", "model.checkpoint", "model.labels", "site.content", "site.templates"}
 _BUILD_FACTS = ("images", "crops", "skipped", "image_source", "model", "layers")
@@ -65,6 +69,10 @@ def build_facts(build_info: dict) -> dict[str, str]:
 
     add("", build_info.get("config", {}))
     return facts
+
+
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _arguments(text: str) -> list[tuple[str | None, str]]:
@@ -127,13 +135,15 @@ class Shortcodes:
             return self._atlas(self._named(name, args, where), where, root, blocks)
         if name in ("class_atlas", "compare"):
             return self._class_view(name, self._named(name, args, where), where, root, blocks)
+        if name == "contradiction":
+            return self._contradiction(self._named(name, args, where), where, root, blocks)
         if name == "layers":
             if args:
                 raise AtlasError(f"{where}: the layers shortcode takes no parameters: write {{{{< layers >}}}}")
             return self._layers(where, root, blocks)
         if name == "fact":
             return self._fact(args, where)
-        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, class_atlas, compare, layers or fact")
+        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, class_atlas, compare, contradiction, layers or fact")
 
     @staticmethod
     def _named(name: str, args: list[tuple[str | None, str]], where: str) -> dict[str, str]:
@@ -182,6 +192,47 @@ class Shortcodes:
             raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
                              f"(built: {', '.join(a['layer'] for a in self.atlases)})")
         return self._viewer_of("atlas", atlas, params, params.get("class"), where, root, blocks)
+
+    def _contradiction(self, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
+        """The finding of one layer's atlas (findings.contradiction) in words, and a viewer pinned on its cell."""
+        self._check_params("contradiction", params, _CONTRADICTION_PARAMS, where)
+        if not self.atlases:
+            raise AtlasError(f"{where}: a contradiction shortcode needs at least one atlas in the build")
+        layer = params.get("layer", self.atlases[-1]["id"])
+        atlas = self.by_name.get(layer)
+        if atlas is None:
+            raise AtlasError(f"{where}: contradiction shortcode: no atlas of layer {layer!r} in this build "
+                             f"(built: {', '.join(a['layer'] for a in self.atlases)})")
+        name = f"`{atlas['layer']}`"
+        if "finding" not in atlas:
+            return (f"This build publishes no real examples (`site.examples = false`), so the cells of layer "
+                    f"{name} cannot be checked against them here.\n\n")
+        found = atlas["finding"]
+        if found is None:
+            return (f"At layer {name}, every cell with a full set of examples has at least one that the model "
+                    "predicts as the cell's top class: in this build, no cell's examples contradict it.\n\n")
+        top = markdown_text(self.classes[found["top"]])
+        shares = [f"{n} {'is' if n == 1 else 'are'} predicted *{markdown_text(self.classes[c])}*"
+                  for c, n in found["predicted"][:3]]
+        rest = found["k"] - sum(n for _, n in found["predicted"][:3])
+        if rest:
+            shares.append(f"{rest} {'is' if rest == 1 else 'are'} predicted as other classes")
+        images = found["images"]
+        shown = ", ".join(markdown_text(n) for n in images[:3]) + (f" and {len(images) - 3} more" if len(images) > 3
+                                                                    else "")
+        text = (f"At layer {name}, the cell pinned below averages {found['count']:,} activations whose attribution "
+                f"goes most to **{top}**, yet none of its {found['k']} real examples comes from a crop that the model "
+                f"takes for {top}: {_listed(shares)}. The feature pushes the network toward {top} in images of "
+                f"something else (the examples come from {shown}): what the cell stands for is not what its top "
+                "class says.\n\n")
+        caption = params.get("caption") or (f"The cell of layer {atlas['layer']} whose examples contradict its top "
+                                            f"class, {self.classes[found['top']]}.")
+        try:
+            height = int(params.get("height", 440))
+        except ValueError:
+            raise AtlasError(f"{where}: contradiction shortcode: height must be whole pixels") from None
+        view = {"layer": atlas["id"], "cell": f"{found['size']}-{found['x']}-{found['y']}"}
+        return text + self._place_viewer(atlas, view, caption, height, params.get("alt", ""), where, root, blocks)
 
     def _class_view(self, name: str, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
         """A class atlas (`class`) or comparison (`classes`), which the build must have made."""

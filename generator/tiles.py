@@ -134,6 +134,10 @@ def write_atlas(
         entry.update(fields)
     strongest = regions.write_strongest(folder, aid, levels, codes)
     shown = examples_module.publish(folder, aid, levels, *examples) if examples else {}
+    if examples:
+        from .findings import contradiction
+
+        shown["finding"] = contradiction(levels, *examples)
     if names and any(names.values()):
         write_script(folder / "names.js", f"{aid}/names", names)
         shown["names"] = f"{aid}/names.js"

@@ -86,6 +86,7 @@ def test_views_are_the_named_classes_or_the_leading_ones_and_a_pair_of_them():
 
 
 def test_an_unknown_class_names_the_closest():
+    assert class_atlas.find_class(["tabby", "white wolf"], "White_Wolf", "classes.names") == 1
     with pytest.raises(AtlasError, match=r"classes.names: the model has no class named 'firebot' \(closest: fireboat\)"):
         class_atlas.find_class(["tabby", "fireboat"], "firebot", "classes.names")
 

@@ -253,3 +253,28 @@ def test_class_atlases_and_comparisons_open_switch_and_name_their_sides(browser,
                                ".map(b => b.dataset.layer)") == [v["id"] for v in manifest["class_atlases"]]
     assert embed.problems == []
     embed.close()
+
+
+def test_the_article_pins_a_cell_whose_examples_contradict_its_top_class(browser, site):
+    _, folder, manifest = site
+    atlas = manifest["atlases"][-1]
+    found = atlas["finding"]
+    assert found is not None, "the quick builds' last layer has such a cell"
+    top = manifest["classes"][found["top"]]
+    visit = Visit(browser, folder.as_uri() + "/index.html")
+    page = visit.page
+    text = page.locator("main").inner_text()
+    assert f"goes most to {top}, yet none of its {found['k']} real examples" in text
+    selector = ".atlas-viewer[data-view*=cell]"  # the one viewer whose view pins a cell
+    assert page.locator(selector).count() == 1
+    visit.painted(selector)
+    page.wait_for_function(f"document.querySelector(`{selector}`).viewer.card.pinned !== null")
+    pinned = page.evaluate(f"(p => [p.size, p.x, p.y])(document.querySelector(`{selector}`).viewer.card.pinned)")
+    assert pinned == [found["size"], found["x"], found["y"]]
+    card = page.locator(f"{selector} .tooltip")
+    card.locator(".example-name").first.wait_for(state="visible")
+    predictions = card.locator(".example-prediction").all_inner_texts()
+    assert len(predictions) == found["k"] and not any(p.startswith(f"{top} (") for p in predictions)
+    assert card.locator("li").first.inner_text().split("\n")[0].endswith(top)  # its top class, first of the bars
+    assert visit.problems == []
+    visit.close()

@@ -404,3 +404,29 @@ def test_class_shortcode_mistakes_say_what_to_add_to_the_config(tmp_path):
     with pytest.raises(AtlasError, match=re.escape("this build made no comparison: name classes in "
                                                    "classes.compare")):
         _site(tmp_path / "none", "{{< compare >}}\n")
+
+
+def test_contradiction_shortcode_says_what_the_cell_shows_and_pins_it(tmp_path):
+    out = tmp_path / "site"
+    data = out / "data"
+    data.mkdir(parents=True)
+    names = ["tabby", "<img src=x onerror=alert(1)>", "jack-o'-lantern"]
+    plain, found = _tiny_atlas(data, "blocks.4"), _tiny_atlas(data, "b.5")
+    found["finding"] = {"size": 2, "x": 1, "y": 0, "count": 1234, "top": 1, "predicted": [[0, 5], [2, 2]],
+                        "images": ["<b>cat</b>.jpg", "b.jpg", "c.jpg", "d.jpg"], "k": 8}
+    plain["finding"] = None
+    manifest = write_manifest(data, [plain, found], names, "T")
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "index.md").write_text("{{< contradiction >}}\n\n{{< contradiction layer=\"blocks.4\" >}}\n")
+    render_site(out, manifest, BUILD, content, None)
+    html = (out / "index.html").read_text()
+    hostile = "&lt;img src=x onerror=alert(1)&gt;"
+    assert (f"averages 1,234 activations whose attribution goes most to <strong>{hostile}</strong>, yet none of "
+            f"its 8 real examples comes from a crop that the model takes for {hostile}: 5 are predicted "
+            "<em>tabby</em>, 2 are predicted <em>jack-o'-lantern</em> and 1 is predicted as other classes") in html
+    assert "&lt;b&gt;cat&lt;/b&gt;.jpg, b.jpg, c.jpg and 1 more" in html
+    view = json.loads(re.search(r'data-view="([^"]*)"', html).group(1).replace("&#34;", '"'))
+    assert view == {"layer": "b-5", "cell": "2-1-0"}
+    assert "in this build, no cell's examples contradict it" in html
+    assert "<b>cat" not in html and "<img src=x" not in html

@@ -245,6 +245,10 @@
     var pin = Hash.cell(v.cell), levels = this.atlas.level_data;
     for (var i = 0; pin && i < levels.length; i++) {
       if (levels[i].size === pin.size && pin.x < pin.size && pin.y < pin.size) {
+        // A pin without a view of its own (a shortcode's finding) opens on its cell, at its level.
+        if (!isFinite(z)) {
+          this.state.set({ cx: (pin.x + 0.5) / pin.size, cy: (pin.y + 0.5) / pin.size, z: this.zoomFor(i) });
+        }
         this.card.pinWhenLoaded({ level: i, size: pin.size, x: pin.x, y: pin.y });
       }
     }
