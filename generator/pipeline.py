@@ -21,7 +21,7 @@ import numpy as np
 from . import output, store
 from .config import Config, describe
 from .errors import AtlasError
-from .grid import Level, bin_grid, cells_to_arrays, levels_from_arrays
+from .grid import Level, bin_grid, cells_to_arrays, levels_from_arrays, row_cells
 from .images import SamplePlan, default_photos, find_images, plan_samples
 from .progress import Reporter
 
@@ -271,6 +271,38 @@ def stage_classes(cfg, view, layer: str, act_folder: Path, class_names: list[str
     return folder
 
 
+def stage_links(cfg, model, a: tuple, b: tuple, cache: Path, report) -> dict[int, list]:
+    """links.json: for each grid level of both layers up to links.MAX_SIZE, each cell of layer `a` and the
+    cells of layer `b` its activations' positions fall in (links.py). `a` and `b` are each
+    (layer, activations folder, layout folder, levels)."""
+    from . import links
+
+    (layer_a, act_a, layout_a, levels_a), (layer_b, act_b, layout_b, levels_b) = a, b
+    key = store.artifact_key("links", _grid_key(cfg, act_a, layout_a), _grid_key(cfg, act_b, layout_b),
+                             links.MAX_GAP, links.MAX_SIZE, links.TOP)
+    folder = cache / "links" / key
+    by_size_b = {lv.size: lv for lv in levels_b}
+    shared = [lv for lv in levels_a if lv.size in by_size_b and lv.size <= links.MAX_SIZE]
+
+    def make(folder: Path) -> dict:
+        with report.stage(f"Links {layer_a} to {layer_b}", None):
+            shapes = model.layer_shapes()
+            ties = links.tie_rows(np.load(act_a / "positions.npy"), shapes[layer_a], np.load(act_b / "positions.npy"),
+                                  shapes[layer_b])
+            xy_a, xy_b = np.load(layout_a / "layout.npy"), np.load(layout_b / "layout.npy")
+            made = {}
+            for level in shared:
+                other = by_size_b[level.size]
+                cells_b = row_cells(xy_b, other)
+                made[str(level.size)] = links.cell_links(row_cells(xy_a, level), np.where(ties >= 0, cells_b[ties], -1),
+                                                         len(level.cells), len(other.cells))
+        store.write_json(folder / "links.json", made)
+        return {"layers": [layer_a, layer_b], "tied": int((ties >= 0).sum()), "rows": int(len(ties))}
+
+    store.ensure(folder, key, make, report.note)
+    return {int(size): cells for size, cells in json.loads((folder / "links.json").read_text()).items()}
+
+
 def image_names(plan: SamplePlan, folder: Path | None) -> list[str]:
     """Each image as a published page names it: its path inside the images folder, or its file name."""
     names = []
@@ -325,7 +357,7 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         with open_engine(cfg.engine, cfg.ray_address) as engine:
             return build(cfg, report, engine)
     from .site import render_site
-    from .tiles import write_atlas, write_manifest
+    from .tiles import write_atlas, write_links, write_manifest
 
     report = report or Reporter()
     torch.manual_seed(cfg.seed)
@@ -396,9 +428,19 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
                                       label)
             lap("examples")
         count = store.read_meta(act_folder)["count"]
+        layouts[act_folder] = layout_folder
         return layer, count, levels, rendered, examples, measured, names
 
+    layouts: dict[Path, Path] = {}  # each atlas's layout folder, by its activations folder
     atlases_raw = [map_atlas(cfg, layer, act_folders[layer]) for layer in layers]
+    # Every ordered pair of layers: a reader may hover a cell in either one.
+    def linked(raw: tuple) -> tuple:
+        return raw[0], act_folders[raw[0]], layouts[act_folders[raw[0]]], raw[2]
+
+    tied = {(a[0], b[0]): stage_links(cfg, model, linked(a), linked(b), cache, report)
+            for a in atlases_raw for b in atlases_raw if a[0] != b[0]}
+    if tied:
+        lap("links")
     class_raw = []  # (view, its map_atlas result)
     if cfg.classes.names or cfg.classes.auto or cfg.classes.compare:
         from .class_atlas import chosen_views, levels_for
@@ -431,6 +473,9 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
                                    examples and (examples, shown_names), measured, names)
                        for layer, count, levels, rendered, examples, measured, names in atlases_raw]
+            by_layer = {atlas["layer"]: (atlas, raw[2]) for atlas, raw in zip(atlases, atlases_raw)}
+            for (a, b), made in tied.items():
+                write_links(data_dir, *by_layer[a], by_layer[b][0]["id"], by_layer[b][1], made)
             class_atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
                                          examples and (examples, shown_names), measured, names,
                                          aid=view.atlas_id(model.class_names),

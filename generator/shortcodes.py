@@ -10,6 +10,8 @@
   {{< contradiction layer="blocks.5" >}}  the cell of that layer (default: the last) whose real
       examples most clearly contradict its top class (findings.py), said in words, and a viewer
       pinned on it; height, caption and alt as for atlas
+  {{< linked layers="blocks.4,blocks.5" >}}  two layers side by side, linked: a cell hovered or pinned
+      in one shows where its image positions fall in the other (links.py); default: the first two
   {{< layers >}}  a section per atlas of this build: its facts and a viewer
   {{< fact images >}}  one fact of the build as text (see `build_facts`)
 
@@ -35,6 +37,7 @@ _ATLAS_PARAMS = _VIEW_PARAMS | {"layer", "class"}
 _CLASS_ATLAS_PARAMS = _VIEW_PARAMS | {"class", "filter"}
 _COMPARE_PARAMS = _VIEW_PARAMS | {"classes", "filter"}
 _CONTRADICTION_PARAMS = {"layer", "height", "caption", "alt"}
+_LINKED_PARAMS = {"layers", "height", "caption"}
 # Paths differ between machines, and the site is published: they are not facts a page can quote.
 _PATH_SETTINGS = {"out", "cache", "images.dir", "model.checkpoint", "model.labels", "site.content", "site.templates"}
 _BUILD_FACTS = ("images", "crops", "skipped", "image_source", "model", "layers")
@@ -135,6 +138,8 @@ class Shortcodes:
             return self._atlas(self._named(name, args, where), where, root, blocks)
         if name in ("class_atlas", "compare"):
             return self._class_view(name, self._named(name, args, where), where, root, blocks)
+        if name == "linked":
+            return self._linked(self._named(name, args, where), where, root, blocks)
         if name == "contradiction":
             return self._contradiction(self._named(name, args, where), where, root, blocks)
         if name == "layers":
@@ -143,7 +148,7 @@ class Shortcodes:
             return self._layers(where, root, blocks)
         if name == "fact":
             return self._fact(args, where)
-        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, class_atlas, compare, contradiction, layers or fact")
+        raise AtlasError(f"{where}: unknown shortcode {name!r}: use atlas, class_atlas, compare, contradiction, linked, layers or fact")
 
     @staticmethod
     def _named(name: str, args: list[tuple[str | None, str]], where: str) -> dict[str, str]:
@@ -192,6 +197,40 @@ class Shortcodes:
             raise AtlasError(f"{where}: atlas shortcode: no atlas of layer {layer!r} in this build "
                              f"(built: {', '.join(a['layer'] for a in self.atlases)})")
         return self._viewer_of("atlas", atlas, params, params.get("class"), where, root, blocks)
+
+    def _linked(self, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
+        """Two layers' viewers side by side in one figure, which viewer.js links."""
+        self._check_params("linked", params, _LINKED_PARAMS, where)
+        if len(self.atlases) < 2:
+            if "layers" not in params:  # the packaged article, on a build of one layer
+                return "This build maps one layer, so there is no other to link it to.\n\n"
+            raise AtlasError(f"{where}: a linked shortcode needs two layers in the build: name them in "
+                             "collect.layers")
+        wanted = [w.strip() for w in params["layers"].split(",")] if "layers" in params else \
+            [a["id"] for a in self.atlases[:2]]
+        if len(wanted) != 2 or len(set(wanted)) != 2:
+            raise AtlasError(f'{where}: linked shortcode: name two layers as layers="blocks.4,blocks.5"')
+        pair = []
+        for layer in wanted:
+            if layer not in self.by_name:
+                raise AtlasError(f"{where}: linked shortcode: no atlas of layer {layer!r} in this build "
+                                 f"(built: {', '.join(a['layer'] for a in self.atlases)})")
+            pair.append(self.by_name[layer])
+        try:
+            height = int(params.get("height", 400))
+        except ValueError:
+            raise AtlasError(f"{where}: linked shortcode: height must be whole pixels") from None
+        a, b = pair
+        viewers = "".join(self.viewer(atlas, root, "inline", {"layer": atlas["id"]}, "", height,
+                                      f"Activation atlas of layer {atlas['layer']}, linked to layer "
+                                      f"{other['layer']} beside it", where)
+                          for atlas, other in ((a, b), (b, a)))
+        caption = html.escape(params.get("caption") or f"Layers {a['layer']} and {b['layer']}, linked: hover or "
+                              "pin a cell in one to see where its image positions fall in the other.")
+        key = f"ATLASVIEWER{len(blocks)}X"
+        blocks[key] = (f'<figure class="atlas-linked" aria-label="{html.escape(a["layer"])} and '
+                       f'{html.escape(b["layer"])}, linked">{viewers}<figcaption>{caption}</figcaption></figure>')
+        return f"\n\n{key}\n\n"
 
     def _contradiction(self, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
         """The finding of one layer's atlas (findings.contradiction) in words, and a viewer pinned on its cell."""
@@ -243,8 +282,8 @@ class Shortcodes:
         what = "class atlas" if kind == "class" else "comparison"
         if key not in params:  # the build's first: a page that suits any build, as the packaged article does
             if not built:
-                raise AtlasError(f"{where}: {name} shortcode: this build made no {what}: name classes in "
-                                 f"{setting} in atlas.toml, or leave classes.auto above 0")
+                return (f"This build made no {what} (`{setting}` names none and `classes.auto` is 0), so there is "
+                        "none to show here.\n\n")
             return self._viewer_of(name, built[0], params, params.get("filter"), where, root, blocks)
         wanted = [w.strip() for w in params[key].split(",")]
         if len(wanted) != (1 if kind == "class" else 2) or not all(wanted):

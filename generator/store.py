@@ -40,6 +40,7 @@ VERSIONS = {
     "trust": 1,
     "names": 1,
     "classes": 1,
+    "links": 1,
 }
 
 

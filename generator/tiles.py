@@ -9,6 +9,9 @@ Output, per atlas, in `<site>/data/<atlas id>/`:
                       per level for small levels and per region of tiles for large ones (regions.py)
   overview.webp       the atlas drawn once at a small size, painted while tiles load
   thumb.webp          a small overview for the layer switcher
+  links-<n>-<other>.js
+                      level n's cells and the cells of the other layer's atlas that their
+                      positions fall in (links.py), for the linked view of two layers
   atlas.js            `window.ATLAS_DATA["<id>"] = {...}`: the atlas entry and the class names
 And `<site>/data/manifest.json` listing every atlas. Scripts register themselves in
 `window.ATLAS_DATA` under their own key, so the viewer loads them with <script> elements,
@@ -169,6 +172,25 @@ def write_atlas(
         "script": f"{aid}/atlas.js",
         **(about or {}),
     }
+
+
+def write_links(data_dir: Path, atlas: dict, levels: list[Level], other: str, other_levels: list[Level],
+                links: dict[int, list]) -> None:
+    """`<atlas>/links-<n>-<other>.js` for each level of `links` (links.py): {"cells": [[x, y, [ox, oy, count,
+    ...]], ...]}, each cell of `atlas` with the cells of atlas `other` its activations' positions fall in;
+    the entry's "links" maps `other` to {level size: script}."""
+    by_size = {lv.size: lv for lv in other_levels}
+    scripts = {}
+    for level in levels:
+        if level.size not in links:
+            continue
+        cells_b = by_size[level.size].cells
+        cells = [[cell["x"], cell["y"], [v for b, n in listed for v in (cells_b[b]["x"], cells_b[b]["y"], n)]]
+                 for cell, listed in zip(level.cells, links[level.size]) if listed]
+        stem = f"links-{level.size}-{other}"
+        write_script(data_dir / atlas["id"] / f"{stem}.js", f"{atlas['id']}/{stem}", {"cells": cells})
+        scripts[str(level.size)] = f"{atlas['id']}/{stem}.js"
+    atlas.setdefault("links", {})[other] = scripts
 
 
 def write_manifest(data_dir: Path, atlases: list[dict], class_names: list[str], title: str,

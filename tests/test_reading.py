@@ -278,3 +278,41 @@ def test_the_article_pins_a_cell_whose_examples_contradict_its_top_class(browser
     assert card.locator("li").first.inner_text().split("\n")[0].endswith(top)  # its top class, first of the bars
     assert visit.problems == []
     visit.close()
+
+
+def test_linked_layers_light_up_where_a_cell_s_positions_fall_in_the_other(browser, site):
+    _, folder, manifest = site
+    first, second = manifest["atlases"][:2]
+    visit = Visit(browser, folder.as_uri() + "/index.html", viewport=(1000, 1400))  # the figure's two atlases in view
+    page = visit.page
+    figure = ".atlas-linked .atlas-viewer"
+    assert page.locator(figure).count() == 2
+    visit.painted(figure)
+    pair = f"[...document.querySelectorAll('{figure}')].map(n => n.viewer)"
+    page.wait_for_function(f"{pair}.every(v => v.atlas && v.firstPaint !== null)")
+    level = first["level_data"][page.evaluate(f"{pair}[0].levelIndex()")]
+    cell = max(_cells(folder, level), key=lambda c: c["count"])
+    other = page.locator(".atlas-linked .viewer").nth(1)
+    before = _canvas(page, ".atlas-linked .viewer >> nth=1")
+    point = _cell_point(page, level["size"], cell, selector=".atlas-linked .viewer")  # every inline view starts whole
+    page.mouse.move(*point)
+    page.wait_for_function(f"{pair}[1].links.cells !== null")
+    shown = page.evaluate(f"{pair}[1].links.cells")
+    text = (folder / "data" / first["links"][second["id"]][str(level["size"])]).read_text()
+    listed = {(x, y): links for x, y, links in json.loads(text.splitlines()[-1].split(" = ", 1)[1].rstrip(";"))["cells"]}
+    assert shown["size"] == level["size"] and shown["list"] == listed[(cell["x"], cell["y"])]
+    readout = other.locator(".link-readout")
+    assert readout.is_visible() and f"The cell of {first['layer']}: {sum(shown['list'][2::3])} of its positions" \
+        in readout.inner_text()
+    page.wait_for_timeout(200)  # the next frame
+    assert np.abs(_canvas(page, ".atlas-linked .viewer >> nth=1") - before).mean() > 5  # the veil and its windows
+    # pinned, the cell stays linked when the pointer leaves; unpinned, the other layer clears
+    page.mouse.click(*point)
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(200)
+    assert page.evaluate(f"{pair}[1].links.cells !== null")
+    page.keyboard.press("Escape")
+    page.wait_for_function(f"{pair}[1].links.cells === null")
+    assert not readout.is_visible()
+    assert visit.problems == []
+    visit.close()

@@ -401,9 +401,9 @@ def test_class_shortcode_mistakes_say_what_to_add_to_the_config(tmp_path):
     for number, (code, message) in enumerate(cases.items()):
         with pytest.raises(AtlasError, match=re.escape(message)):
             _class_site(tmp_path / str(number), code + "\n")
-    with pytest.raises(AtlasError, match=re.escape("this build made no comparison: name classes in "
-                                                   "classes.compare")):
-        _site(tmp_path / "none", "{{< compare >}}\n")
+    # the packaged article's form, on a build that made none, says so
+    html = (_site(tmp_path / "none", "{{< compare >}}\n") / "index.html").read_text()
+    assert "This build made no comparison (<code>classes.compare</code> names none" in html
 
 
 def test_contradiction_shortcode_says_what_the_cell_shows_and_pins_it(tmp_path):
@@ -430,3 +430,18 @@ def test_contradiction_shortcode_says_what_the_cell_shows_and_pins_it(tmp_path):
     assert view == {"layer": "b-5", "cell": "2-1-0"}
     assert "in this build, no cell's examples contradict it" in html
     assert "<b>cat" not in html and "<img src=x" not in html
+
+
+def test_linked_shortcode_puts_two_layers_side_by_side_in_one_figure(tmp_path):
+    out = _site(tmp_path, '{{< linked layers="b.5,blocks.4" height="300" >}}\n')
+    html = (out / "index.html").read_text()
+    figure = re.search(r'<figure class="atlas-linked"[^>]*>(.*?)</figure>', html, re.S).group(1)
+    assert re.findall(r'class="atlas-viewer atlas-inline" data-atlas="([^"]+)"', figure) == ["b-5", "blocks-4"]
+    assert figure.count("height: 300px") == 2
+    assert "<figcaption>Layers b.5 and blocks.4, linked: hover or pin a cell" in figure
+    assert 'src="assets/viewer.js"' in html and local_references(out / "index.html") == []
+    for code, message in {'{{< linked layers="b.5" >}}': 'name two layers as layers="blocks.4,blocks.5"',
+                          '{{< linked layers="b.5,b.6" >}}': "no atlas of layer 'b.6' in this build",
+                          '{{< linked zoom="2" >}}': "unknown parameter 'zoom'"}.items():
+        with pytest.raises(AtlasError, match=re.escape(message)):
+            _site(tmp_path / str(len(code)), code + "\n")

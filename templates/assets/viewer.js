@@ -8,6 +8,8 @@
  *   ViewState the view (centre cx, cy and zoom z) with its one setter, which clamps
  *   Renderer  draws at most once per animation frame
  *   Card, ClassFilter, Share: the parts of the interface around the canvas
+ *   LinkedLayers the viewers of one linked figure tell each other the cell under the reader, and draw
+ *             where its image positions fall in their own layer ("<id>/links-<n>-<other id>")
  *   bindInput pointer, touch, wheel and keys
  * Data come as scripts that register in window.ATLAS_DATA (generator/tiles.py and regions.py,
  * schema 4): "<id>" the atlas and class names; every other script under its path without ".js":
@@ -202,6 +204,7 @@
     this.share = new Share(this);
     this.trust = new TrustOverlay(this);
     this.names = new RegionNames(this);
+    this.links = new LinkedLayers(this);
     // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
     // under a finger until the reader taps the atlas.
     this.setActive(this.mode === "explorer");
@@ -524,6 +527,7 @@
     ctx.globalAlpha = 1;
     this.trust.draw(ctx, visible, corner, cellPx);
     this.names.draw(ctx, level, corner, cellPx);
+    this.links.draw(ctx, corner, s);
     if (visible.length && !loading) this.painted();
     var marks = [[this.card.hover, "#111"], [this.card.pinned, "#d93025"], [this.cursorOn ? this.cursor() : null, "#1a5fb4"]];
     marks.forEach(function (mark) {
@@ -534,6 +538,7 @@
       ctx.strokeRect(corner[0] + hit.x * cellPx + 1, corner[1] + hit.y * cellPx + 1, cellPx - 2, cellPx - 2);
     });
     this.drawMinimap();
+    this.links.send();
     this.loading = loading || scoring; // tests and tools wait on this: cells, tiles and class codes in view
     this.setReadout(level, this.loading);
     this.card.place();
@@ -1096,6 +1101,69 @@
     });
   };
 
+  // --- linked layers: where one layer's cell sits in another's atlas ---------------------------
+
+  function LinkedLayers(viewer) {
+    this.viewer = viewer;
+    this.partners = []; // the other viewers of the same linked figure
+    this.sent = "";
+    this.from = null; // {atlas, hit}: the other viewer's cell shown here
+    this.cells = null; // {size, list: [x, y, count, ...], max}
+    this.readout = viewer.root.querySelector(".link-readout");
+  }
+
+  // The cell pinned, else hovered: told to the partners when it changes (called after each draw).
+  LinkedLayers.prototype.send = function () {
+    var v = this.viewer, hit = v.card.pinned || v.card.hover;
+    var key = hit && v.atlas ? v.atlas.id + ":" + hit.size + "-" + hit.x + "-" + hit.y : "";
+    if (key === this.sent) return;
+    this.sent = key;
+    this.partners.forEach(function (p) { p.links.receive(v, hit); });
+  };
+
+  LinkedLayers.prototype.receive = function (source, hit) {
+    var self = this, v = this.viewer, scripts = hit && v.atlas && source.atlas.links && source.atlas.links[v.atlas.id];
+    var path = scripts && scripts[String(hit.size)], want = this.from = path ? { atlas: source.atlas, hit: hit } : null;
+    this.cells = null;
+    this.show("");
+    if (!path) { v.renderer.request(); return; }
+    v.loader.data(path, function (data) {
+      if (self.from !== want || !data) return;
+      var list = [], max = 1, total = 0;
+      data.cells.forEach(function (c) { if (c[0] === hit.x && c[1] === hit.y) list = c[2]; });
+      for (var i = 2; i < list.length; i += 3) { max = Math.max(max, list[i]); total += list[i]; }
+      self.cells = { size: hit.size, list: list, max: max };
+      self.show(list.length ? "The cell of " + source.atlas.label + ": " + total + " of its positions here, in " +
+        list.length / 3 + " cell" + (list.length === 3 ? "" : "s") : "The cell of " + source.atlas.label +
+        ": none of its positions here");
+      v.renderer.request();
+    });
+  };
+
+  LinkedLayers.prototype.show = function (text) {
+    if (!this.readout) return;
+    this.readout.textContent = text;
+    this.readout.hidden = !text;
+  };
+
+  // A veil over the map with a window at each linked cell, outlined by how many positions it holds.
+  LinkedLayers.prototype.draw = function (ctx, corner, s) {
+    if (!this.cells) return;
+    var list = this.cells.list, px = s / this.cells.size, i;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(corner[0], corner[1], s, s);
+    for (i = 0; i < list.length; i += 3) ctx.rect(corner[0] + list[i] * px, corner[1] + list[i + 1] * px, px, px);
+    ctx.fillStyle = "rgba(255, 255, 255, 0.7)";
+    ctx.fill("evenodd");
+    ctx.lineWidth = 2;
+    for (i = 0; i < list.length; i += 3) {
+      ctx.strokeStyle = "rgba(26, 95, 180, " + (0.35 + 0.65 * list[i + 2] / this.cells.max).toFixed(3) + ")";
+      ctx.strokeRect(corner[0] + list[i] * px + 1, corner[1] + list[i + 1] * px + 1, px - 2, px - 2);
+    }
+    ctx.restore();
+  };
+
   // --- region names: drawn on the map like place names, the largest regions first -----------
 
   var NAME_FONT = '600 {px}px system-ui, -apple-system, "Segoe UI", sans-serif';
@@ -1369,5 +1437,10 @@
 
   document.querySelectorAll(".atlas-viewer[data-atlas]").forEach(function (node) {
     node.viewer = new Viewer(node);
+  });
+  document.querySelectorAll(".atlas-linked").forEach(function (figure) {
+    var viewers = Array.prototype.map.call(figure.querySelectorAll(".atlas-viewer[data-atlas]"),
+      function (node) { return node.viewer; });
+    viewers.forEach(function (v) { v.links.partners = viewers.filter(function (o) { return o !== v; }); });
   });
 })();
