@@ -128,7 +128,45 @@ def stage_tiles(work: Path, n: int) -> dict:
             "total_mb": round(sum(p.stat().st_size for p in files) / 2**20, 1)}
 
 
-STAGES = {"collect": stage_collect, "layout": stage_layout, "grid": stage_grid, "tiles": stage_tiles}
+def stage_classes(work: Path, n: int) -> dict:
+    """The class stage's selection, for one class atlas and one comparison (1,000 classes)."""
+    import numpy as np
+
+    from generator.class_atlas import ClassView
+    from generator.pipeline import stage_classes as run
+    from generator.progress import Reporter
+
+    cfg, act = _config(work, n), _act_folder(work, n)
+    names = [f"class {k}" for k in range(np.load(act / "attributions.npy", mmap_mode="r").shape[1])]
+    start = time.perf_counter()
+    for view in (ClassView((0,)), ClassView((0, 1))):
+        run(cfg, view, LAYER, act, names, Path(cfg.cache), Reporter())
+    return {"seconds": time.perf_counter() - start}
+
+
+def stage_links(work: Path, n: int) -> dict:
+    """Ties from the stand-in layer (7 x 7 grid) to another of 14 x 14 at the same crops, and each cell's
+    list of the other's cells at the levels links.py keeps, on stand-in layouts (uniform in the square)."""
+    import numpy as np
+
+    from generator import links
+    from generator.grid import cell_index
+    from synthetic import synthetic_positions
+
+    act = _act_folder(work, n)
+    positions_a, positions_b = np.load(act / "positions.npy"), synthetic_positions(n, 14, seed=1)
+    rng = np.random.default_rng(0)
+    xy_a, xy_b = rng.uniform(size=(n, 2)), rng.uniform(size=(n, 2))
+    start = time.perf_counter()
+    ties = links.tie_rows(positions_a, (512, 7, 7), positions_b, (512, 14, 14))
+    for size in (s for s in LEVELS if s <= links.MAX_SIZE):
+        cells_b = cell_index(xy_b, size)
+        links.cell_links(cell_index(xy_a, size), np.where(ties >= 0, cells_b[ties], -1), size * size, size * size)
+    return {"seconds": time.perf_counter() - start, "tied": int((ties >= 0).sum())}
+
+
+STAGES = {"collect": stage_collect, "layout": stage_layout, "grid": stage_grid, "tiles": stage_tiles,
+          "classes": stage_classes, "links": stage_links}
 
 
 def run_child(stage: str, n: int, work: Path, timeout: float) -> dict:
@@ -197,7 +235,8 @@ def main() -> None:
              "| stage | " + " | ".join(f"{n:,} activations" for n in sizes) + " |",
              "|---|" + "---|" * len(sizes)]
     names = {"collect": "collection (2 layers, real images)", "layout": "layout (512 channels)",
-             "grid": f"grid ({', '.join(map(str, LEVELS))}; 1,000 classes)", "tiles": "tiles and cell metadata"}
+             "grid": f"grid ({', '.join(map(str, LEVELS))}; 1,000 classes)", "tiles": "tiles and cell metadata",
+             "classes": "class atlas and comparison: selection", "links": "links to a 14 x 14 layer (level 20)"}
     for stage in stages:
         lines.append(f"| {names[stage]} | " + " | ".join(_cell(results[stage, n]) for n in sizes) + " |")
     table = "\n".join(lines)

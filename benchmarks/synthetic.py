@@ -18,12 +18,15 @@ CHUNK = 65536
 
 def write_synthetic(folder: Path, n: int, channels: int = 512, classes: int = 1000, clusters: int = 200,
                     seed: int = 0) -> tuple[Path, Path]:
-    """activations.npy (n, channels) float16 and attributions.npy (n, classes) float16 in `folder`.
+    """activations.npy (n, channels) float16, attributions.npy (n, classes) float16 and positions.npy
+    (n, 3) int32 in `folder`, the positions four a crop on a 7 x 7 grid, as collect.py writes them.
 
-    Skipped when both are there at that shape already (the files are seeded: the same each time).
+    Skipped when all are there at that shape already (the files are seeded: the same each time).
     """
     folder.mkdir(parents=True, exist_ok=True)
     acts_path, attr_path = folder / "activations.npy", folder / "attributions.npy"
+    if not _has(folder / "positions.npy", (n, 3)):
+        np.save(folder / "positions.npy", synthetic_positions(n, 7, seed))
     if _has(acts_path, (n, channels)) and _has(attr_path, (n, classes)):
         return acts_path, attr_path
     rng = np.random.default_rng(seed)
@@ -49,6 +52,12 @@ def write_synthetic(folder: Path, n: int, channels: int = 512, classes: int = 10
     attrs.flush()
     del acts, attrs
     return acts_path, attr_path
+
+
+def synthetic_positions(n: int, side: int, seed: int = 0, per_crop: int = 4) -> np.ndarray:
+    """(n, 3) int32: crop, row and column, `per_crop` seeded places a crop on a `side` x `side` grid."""
+    rng = np.random.default_rng([seed, side])
+    return np.stack([np.arange(n) // per_crop, rng.integers(0, side, n), rng.integers(0, side, n)], 1).astype(np.int32)
 
 
 def _has(path: Path, shape: tuple[int, int]) -> bool:

@@ -36,7 +36,10 @@ def test_every_page_loads_without_errors_or_outside_requests(browser, site, serv
             assert _canvas(visit.page).std() > 10, f"{path}: the atlas canvas is blank"
         else:
             assert visit.page.locator(".atlas-gallery img").count() == len(manifest["atlases"]) + len(views)
-            assert all(visit.page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)"))
+            # lazy ones too (the atlas switches' thumbnails): every image of the page loads
+            visit.page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
+            visit.page.wait_for_function("[...document.images].every(i => i.complete)")
+            assert all(visit.page.evaluate("[...document.images].map(i => i.naturalWidth > 0)"))
             visit.painted(".atlas-inline")  # the narrative's live atlases
         assert visit.problems == [] and visit.outside(base) == [], (path, visit.problems, visit.outside(base))
         if WRITE_DOCS and name == "default" and where == "file" and path == "index.html":
