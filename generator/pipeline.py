@@ -303,6 +303,25 @@ def stage_links(cfg, model, a: tuple, b: tuple, cache: Path, report) -> dict[int
     return {int(size): cells for size, cells in json.loads((folder / "links.json").read_text()).items()}
 
 
+@dataclass
+class Mapped:
+    """One atlas's stages after collection, as the site's writing needs them."""
+
+    layer: str
+    count: int
+    levels: list[Level]
+    rendered: list
+    examples: Path | None
+    measured: dict[str, np.ndarray]
+    names: dict[str, list]
+    act_folder: Path
+    layout_folder: Path
+
+    def linkable(self) -> tuple:
+        """What stage_links reads of this atlas."""
+        return self.layer, self.act_folder, self.layout_folder, self.levels
+
+
 def image_names(plan: SamplePlan, folder: Path | None) -> list[str]:
     """Each image as a published page names it: its path inside the images folder, or its file name."""
     names = []
@@ -409,7 +428,7 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")
 
-    def map_atlas(cfg, layer: str, act_folder: Path, compare=None, label: str = "") -> tuple:
+    def map_atlas(cfg, layer: str, act_folder: Path, compare=None, label: str = "") -> Mapped:
         """Layout, grid, icons, trust, names and examples of one atlas's activations in `act_folder`."""
         layout_folder = stage_layout(cfg, layer, act_folder, cache, report, compare, label)
         lap("layout")
@@ -427,26 +446,21 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             examples = stage_examples(cfg, model, layer, plan, act_folder, layout_folder, levels, cache, report,
                                       label)
             lap("examples")
-        count = store.read_meta(act_folder)["count"]
-        layouts[act_folder] = layout_folder
-        return layer, count, levels, rendered, examples, measured, names
+        return Mapped(layer, store.read_meta(act_folder)["count"], levels, rendered, examples, measured, names,
+                      act_folder, layout_folder)
 
-    layouts: dict[Path, Path] = {}  # each atlas's layout folder, by its activations folder
-    atlases_raw = [map_atlas(cfg, layer, act_folders[layer]) for layer in layers]
+    mapped = [map_atlas(cfg, layer, act_folders[layer]) for layer in layers]
     # Every ordered pair of layers: a reader may hover a cell in either one.
-    def linked(raw: tuple) -> tuple:
-        return raw[0], act_folders[raw[0]], layouts[act_folders[raw[0]]], raw[2]
-
-    tied = {(a[0], b[0]): stage_links(cfg, model, linked(a), linked(b), cache, report)
-            for a in atlases_raw for b in atlases_raw if a[0] != b[0]}
+    tied = {(a.layer, b.layer): stage_links(cfg, model, a.linkable(), b.linkable(), cache, report)
+            for a in mapped for b in mapped if a.layer != b.layer}
     if tied:
         lap("links")
-    class_raw = []  # (view, its map_atlas result)
+    class_mapped = []  # (view, activations its classes win, its Mapped)
     if cfg.classes.names or cfg.classes.auto or cfg.classes.compare:
         from .class_atlas import chosen_views, levels_for
         from .tiles import leading_classes
 
-        leading = leading_classes(next(raw[2] for raw in atlases_raw if raw[0] == class_layer), count=20)
+        leading = leading_classes(next(m.levels for m in mapped if m.layer == class_layer), count=20)
         for view in chosen_views(cfg.classes.names, cfg.classes.auto, cfg.classes.compare, model.class_names,
                                  leading):
             folder = stage_classes(cfg, view, class_layer, act_folders[class_layer], model.class_names, cache,
@@ -457,9 +471,9 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             report.note(f"{'class atlas' if view.kind == 'class' else 'comparison'} {label}, layer {class_layer}: "
                         f"{meta['count']} activations, {meta['won']} won by {'it' if view.kind == 'class' else 'them'}")
             view_cfg = replace(cfg, grid=replace(cfg.grid, levels=levels_for(cfg.grid.levels, meta["count"])))
-            class_raw.append((view, meta["won"], map_atlas(view_cfg, class_layer, folder,
-                                                           view.classes if view.kind == "compare" else None,
-                                                           label)))
+            class_mapped.append((view, meta["won"], map_atlas(view_cfg, class_layer, folder,
+                                                              view.classes if view.kind == "compare" else None,
+                                                              label)))
 
     tmp = output.building_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -470,17 +484,18 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             shown = _shown_spec(model.spec)
             shown_names = image_names(plan, cfg.path(cfg.images.dir) if cfg.images.dir else None)
             shapes = model.layer_shapes()
-            atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
-                                   examples and (examples, shown_names), measured, names)
-                       for layer, count, levels, rendered, examples, measured, names in atlases_raw]
-            by_layer = {atlas["layer"]: (atlas, raw[2]) for atlas, raw in zip(atlases, atlases_raw)}
+
+            def write(m: Mapped, **view) -> dict:
+                return write_atlas(data_dir, m.layer, shown, shapes[m.layer], m.count, m.levels, m.rendered,
+                                   m.examples and (m.examples, shown_names), m.measured, m.names, **view)
+
+            atlases = [write(m) for m in mapped]
+            by_layer = {m.layer: (atlas, m.levels) for atlas, m in zip(atlases, mapped)}
             for (a, b), made in tied.items():
                 write_links(data_dir, *by_layer[a], by_layer[b][0]["id"], by_layer[b][1], made)
-            class_atlases = [write_atlas(data_dir, layer, shown, shapes[layer], count, levels, rendered,
-                                         examples and (examples, shown_names), measured, names,
-                                         aid=view.atlas_id(model.class_names),
-                                         about=view.about(model.class_names, layer, count, won))
-                             for view, won, (layer, count, levels, rendered, examples, measured, names) in class_raw]
+            class_atlases = [write(m, aid=view.atlas_id(model.class_names),
+                                   about=view.about(model.class_names, m.layer, m.count, won))
+                             for view, won, m in class_mapped]
             manifest = write_manifest(data_dir, atlases, model.class_names, cfg.site.title, class_atlases)
             lap("tiles")
             # No timing and no path of this machine: two same-seed builds publish the same bytes.
