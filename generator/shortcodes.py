@@ -271,7 +271,10 @@ class Shortcodes:
         except ValueError:
             raise AtlasError(f"{where}: contradiction shortcode: height must be whole pixels") from None
         view = {"layer": atlas["id"], "cell": f"{found['size']}-{found['x']}-{found['y']}"}
-        return text + self._place_viewer(atlas, view, caption, height, params.get("alt", ""), where, root, blocks)
+        # its own words for screen readers: the page may hold the layer's whole atlas too
+        alt = params.get("alt") or (f"Activation atlas of layer {atlas['layer']}, pinned on the cell whose "
+                                    "examples contradict its top class")
+        return text + self._place_viewer(atlas, view, caption, height, alt, where, root, blocks)
 
     def _class_view(self, name: str, params: dict[str, str], where: str, root: str, blocks: dict[str, str]) -> str:
         """A class atlas (`class`) or comparison (`classes`), which the build must have made."""

@@ -305,7 +305,10 @@ def test_linked_layers_light_up_where_a_cell_s_positions_fall_in_the_other(brows
     assert readout.is_visible() and f"The cell of {first['layer']}: {sum(shown['list'][2::3])} of its positions" \
         in readout.inner_text()
     page.wait_for_timeout(200)  # the next frame
-    assert np.abs(_canvas(page, ".atlas-linked .viewer >> nth=1") - before).mean() > 5  # the veil and its windows
+    changed = np.abs(_canvas(page, ".atlas-linked .viewer >> nth=1") - before) > 10
+    # drawn: the veil over the other cells' icons and the outlines of the linked ones (a busy cell of a
+    # coarse level may reach most of the other atlas's cells, and leave little to veil)
+    assert changed.mean() > 0.005
     # pinned, the cell stays linked when the pointer leaves; unpinned, the other layer clears
     page.mouse.click(*point)
     page.mouse.move(5, 5)

@@ -393,7 +393,8 @@ def test_only_the_sites_own_atlases_reach_a_script_url(browser, site):
 
 def test_axe_finds_no_violation_on_any_page_in_any_state(browser, site):
     name, folder, manifest = site
-    pages = ["index.html", "embed.html"] + [f"explore/{a['id']}.html" for a in manifest["atlases"]]
+    pages = ["index.html", "embed.html"] + [f"explore/{a['id']}.html"
+                                            for a in manifest["atlases"] + manifest["class_atlases"]]
     for viewport in ((1000, 800), PHONE):
         for path in pages:
             visit = Visit(browser, folder.as_uri() + "/" + path, viewport=viewport)
@@ -408,7 +409,8 @@ def test_axe_finds_no_violation_on_any_page_in_any_state(browser, site):
                 page.fill(".class-search", manifest["classes"][manifest["atlases"][0]["top_classes"][0]])
                 page.press(".class-search", "Enter")
                 page.wait_for_timeout(200)
-                atlas = next(a for a in manifest["atlases"] if a["id"] == page.evaluate(f"{VIEWER}.atlas.id"))
+                atlas = next(a for a in manifest["atlases"] + manifest["class_atlases"]
+                             if a["id"] == page.evaluate(f"{VIEWER}.atlas.id"))
                 _, _, point = _biggest_cell(folder, atlas, page)
                 page.mouse.click(*point)
                 page.click(".share summary")
