@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ["model", "images", "activations", "layout", "grid", "icons", "trust", "names", "examples", "tiles", "site"]
+STAGES = ["model", "images", "activations", "layout", "grid", "icons", "trust", "names", "examples", "links",
+          "classes", "tiles", "site"]
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START, MARK_END = "<!-- build-stages:start -->", "<!-- build-stages:end -->"
 
@@ -47,9 +48,11 @@ def run(preset: str) -> tuple[dict[str, float], float, dict]:
         start = time.perf_counter()
         result = build(cfg)
         total = time.perf_counter() - start
-        cells = {a["layer"]: sum(lv["cell_count"] for lv in a["level_data"]) for a in result.manifest["atlases"]}
+        # the class atlases' layouts, icons and the rest count in those stages' columns, and their icons here
+        every = result.manifest["atlases"] + result.manifest.get("class_atlases", [])
+        cells = {a["id"]: sum(lv["cell_count"] for lv in a["level_data"]) for a in every}
         facts = {"icons": sum(cells.values()), "activations": sum(a["activations"] for a in result.manifest["atlases"]),
-                 "layers": len(cells), "size": cfg.icons.size_px, "steps": cfg.icons.steps}
+                 "layers": len(result.manifest["atlases"]), "size": cfg.icons.size_px, "steps": cfg.icons.steps}
         return result.timings, total, facts
 
 
