@@ -39,6 +39,24 @@ def load_base(rev: str, folder: Path):
     return importlib.import_module("generator_base")
 
 
+def step_runner(package: str, model, args):
+    """(targets, generator) -> None: `steps` steps of the renderer as `package` runs it, in the precision it
+    picks on this CPU, through the commit's own API (IconSpec and speedups/, or RenderSettings and icons/network)."""
+    cpu = torch.device("cpu")
+    render = importlib.import_module(f"{package}.icons.render")
+    if hasattr(render, "optimize_spec"):
+        speedups = importlib.import_module(f"{package}.speedups")
+        precision = speedups.pick_precision("auto", cpu)
+        forward = speedups.build_forward(model, args.layer, cpu, speedups.SpeedOptions(precision=precision),
+                                         reads="centre")
+        spec = render.IconSpec(size_px=args.size, steps=args.steps, batch_size=args.batch)
+        return lambda targets, g: render.optimize_spec(forward, targets, spec, g, cpu)
+    network = importlib.import_module(f"{package}.icons.network")
+    forward = network.layer_fn(model, args.layer, cpu, network.pick_precision("auto", cpu))
+    settings = render.RenderSettings(size_px=args.size, steps=args.steps, batch_size=args.batch)
+    return lambda targets, g: render.optimize(forward, targets, settings, g, cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("rev", help="the earlier commit")
@@ -48,31 +66,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args()
-    from generator.icons.memory import bytes_per_icon, keep_freed_memory
+    from generator.speedups.memory import bytes_per_icon, keep_freed_memory
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
         load_base(args.rev, Path(folder))
         runs = {}
         for name, package in (("base", "generator_base"), ("now", "generator")):
-            net_module = importlib.import_module(f"{package}.icons.network")
-            render_module = importlib.import_module(f"{package}.icons.render")
             model = importlib.import_module(f"{package}.models").load_model("efficientnet_lite0")
             for p in model.net.parameters():
                 p.requires_grad_(False)
-            forward = net_module.layer_fn(model, args.layer, cpu, "bfloat16")
-            settings = render_module.RenderSettings(size_px=args.size, steps=args.steps, batch_size=args.batch)
             channels = model.layer_shapes()[args.layer][0]
             targets = torch.nn.functional.normalize(
                 torch.randn(args.batch, channels, generator=torch.Generator().manual_seed(0)), dim=1)
-            runs[name] = (render_module.optimize, forward, targets, settings)
-        keep_freed_memory(bytes_per_icon(runs["now"][1], args.size, cpu) * args.batch)
+            runs[name] = (step_runner(package, model, args), targets)
+        forward = importlib.import_module("generator.speedups").build_forward(
+            importlib.import_module("generator.models").load_model("efficientnet_lite0"), args.layer, cpu)
+        keep_freed_memory(bytes_per_icon(forward, args.size, cpu) * args.batch)
         rates: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds + 1):
             for name in (("base", "now") if r % 2 else ("now", "base")):
-                optimize, forward, targets, settings = runs[name]
+                run, targets = runs[name]
                 start = time.perf_counter()
-                optimize(forward, targets, settings, torch.Generator().manual_seed(r), cpu)
+                run(targets, torch.Generator().manual_seed(r))
                 if r:  # the first round warms up
                     rates[name].append(args.batch * args.steps / (time.perf_counter() - start))
     median = {name: statistics.median(v) for name, v in rates.items()}

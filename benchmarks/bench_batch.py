@@ -4,7 +4,7 @@
 
 The batch sizes run interleaved, a few steps each, so machine noise hits all alike;
 figures are medians over repeats. The CPU cap of the automatic batch size
-(`generator/icons/memory.py`) comes from this table.
+(`generator/speedups/memory.py`) comes from this table.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_build import machine  # noqa: E402
 
-from generator.icons.network import pick_precision  # noqa: E402
-from generator.icons.render import RenderSettings, optimize, prepare  # noqa: E402
+from generator.icons.render import IconSpec, optimize_spec, prepare  # noqa: E402
+from generator.speedups import pick_precision  # noqa: E402
 from generator.models import load_model  # noqa: E402
 
 
@@ -40,16 +40,16 @@ def main():
     device = torch.device(args.device)
     channels = model.layer_shapes()[args.layer][0]
     batches = [int(b) for b in args.batches.split(",")]
-    settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=max(batches))
+    settings = IconSpec(size_px=args.size, steps=args.steps, batch_size=max(batches))
     precision = pick_precision(args.precision, device)
-    forward, _, settings = prepare(model, args.layer, device, precision, settings)  # as render_icons runs it
+    forward, _, settings = prepare(model, args.layer, device, settings.with_(precision=precision))  # as render_icons runs it
     rates: dict[int, list[float]] = {b: [] for b in batches}
     for repeat in range(args.repeats + 1):
         for b in batches:
             g = torch.Generator().manual_seed(repeat)
             targets = torch.nn.functional.normalize(torch.randn(b, channels, generator=g), dim=1).to(device)
             start = time.perf_counter()
-            optimize(forward, targets, settings, g, device)
+            optimize_spec(forward, targets, settings, g, device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if repeat:  # the first round warms up

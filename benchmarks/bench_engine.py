@@ -50,9 +50,10 @@ _EXTRA = {"the renderer in float32": (True, True, True, "float32", True, True, T
 def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
     import torch
 
-    from generator.icons import network, render
-    from generator.icons.memory import bytes_per_icon, keep_freed_memory
+    from generator.icons import IconSpec, render, transform
     from generator.models import load_model
+    from generator.speedups import network
+    from generator.speedups.memory import bytes_per_icon, keep_freed_memory
 
     model = load_model("efficientnet_lite0")
     for p in model.net.parameters():
@@ -72,30 +73,22 @@ def worker(name: str, layer: str, size: int, batch: int, steps: int) -> float:
         baseline_render(model, layer, directions, size, steps)
         return batch * steps / (time.perf_counter() - start)
     pad, fuse, keep, precision, inverse, tape, centre = config
-    from generator.icons import tape as tape_module
-
-    if not tape:
-        tape_module.Tape.make = classmethod(lambda cls, net, layer: None)
-    if not centre:
-        tape_module.Tape.centre = lambda self, x: tape_module._centre(self(x))
     if not inverse:
         # The exact adjoint of the resample (autograd's scatter), and normalizing after it as its own ops.
-        render.resample = lambda images, grid, _inverse: torch.nn.functional.grid_sample(
-            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        transform.TRANSFORMS["lucid"] = lambda images, g: torch.nn.functional.grid_sample(
+            images, transform.random_views(len(images), images.shape[-1], g, images.device)[0], mode="bilinear",
+            padding_mode="zeros", align_corners=False)
         network.LayerFn.signed = lambda self, images: self(images * 0.5 + 0.5)
-    if not pad:
-        network.static_same_padding = lambda net, layer, example: net
-    if not fuse:
-        network.fusable = lambda device: False
-    forward = network.layer_fn(model, layer, cpu, precision)
+    options = network.SpeedOptions(precision=precision, same_padding=pad, fuse=fuse, tape=tape, centre_only=centre)
+    forward = network.build_forward(model, layer, cpu, options, reads="centre")
     if keep:
         keep_freed_memory(bytes_per_icon(forward, size, cpu) * batch)
     targets = torch.nn.functional.normalize(
         torch.randn(batch, model.layer_shapes()[layer][0], generator=torch.Generator().manual_seed(0)), dim=1)
-    settings = render.RenderSettings(size_px=size, steps=steps, batch_size=batch)
-    render.optimize(forward, targets, settings, torch.Generator().manual_seed(0), cpu, steps=2)
+    spec = IconSpec(size_px=size, steps=steps, batch_size=batch)
+    render.optimize_spec(forward, targets, spec, torch.Generator().manual_seed(0), cpu, steps=2)
     start = time.perf_counter()
-    render.optimize(forward, targets, settings, torch.Generator().manual_seed(1), cpu)
+    render.optimize_spec(forward, targets, spec, torch.Generator().manual_seed(1), cpu)
     return batch * steps / (time.perf_counter() - start)
 
 

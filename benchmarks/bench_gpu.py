@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from generator.collect import capture
-from generator.icons.network import layer_fn
-from generator.icons.render import RenderSettings, fidelity, optimize
+from generator.icons.render import IconSpec, fidelity, optimize_spec
 from generator.images import CropLoader, default_photos, plan_samples
 from generator.models import load_model
+from generator.speedups import SpeedOptions, build_forward
 
 
 def directions(model, layer: str, count: int) -> torch.Tensor:
@@ -51,13 +51,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def steps_per_second(forward, targets: torch.Tensor, s: RenderSettings, device, steps: int, repeats: int) -> float:
-    optimize(forward, targets, s, torch.Generator().manual_seed(0), device, steps=2)  # warm-up: kernels, caches
+def steps_per_second(forward, targets: torch.Tensor, s: IconSpec, device, steps: int, repeats: int) -> float:
+    optimize_spec(forward, targets, s, torch.Generator().manual_seed(0), device, steps=2)  # warm-up: kernels, caches
     times = []
     for r in range(repeats):
         sync(device)
         start = time.perf_counter()
-        optimize(forward, targets, s, torch.Generator().manual_seed(r), device, steps=steps)
+        optimize_spec(forward, targets, s, torch.Generator().manual_seed(r), device, steps=steps)
         sync(device)
         times.append(time.perf_counter() - start)
     return len(targets) * steps / statistics.median(times)
@@ -83,7 +83,7 @@ def main() -> None:
     for p in model.net.parameters():
         p.requires_grad_(False)
     vectors = directions(model, args.layer, max(batches))
-    scorer = layer_fn(model, args.layer, device)
+    scorer = build_forward(model, args.layer, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     rows = []
     formats = [("float32, TF32 off", "float32", False), ("float32, TF32 on", "float32", True),
@@ -92,10 +92,10 @@ def main() -> None:
         if device.type == "cpu" and tf32:
             continue  # TF32 is a CUDA number format
         set_tf32(tf32)
-        forward = layer_fn(model, args.layer, device, precision)
+        forward = build_forward(model, args.layer, device, SpeedOptions(precision=precision), reads="centre")
         for batch in batches:
             targets = torch.nn.functional.normalize(vectors[:batch].float(), dim=1).to(device)
-            s = RenderSettings(size_px=args.size, steps=args.steps, batch_size=batch)
+            s = IconSpec(size_px=args.size, steps=args.steps, batch_size=batch)
             try:
                 speed = steps_per_second(forward, targets, s, device, args.steps, args.repeats)
             except torch.OutOfMemoryError:
@@ -104,8 +104,8 @@ def main() -> None:
                 continue
             row = {"format": label, "batch": batch, "icon_steps_per_s": round(speed)}
             if batch == batches[0]:
-                s = RenderSettings(size_px=args.size, steps=args.fidelity_steps, batch_size=batch)
-                images, _ = optimize(forward, targets, s, torch.Generator().manual_seed(0), device)
+                s = IconSpec(size_px=args.size, steps=args.fidelity_steps, batch_size=batch)
+                images, _ = optimize_spec(forward, targets, s, torch.Generator().manual_seed(0), device)
                 set_tf32(False)  # fidelity is read in exact float32 for every row
                 f = fidelity(model, args.layer, images, targets, device, scorer).numpy()
                 set_tf32(tf32)

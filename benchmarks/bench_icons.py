@@ -32,7 +32,7 @@ from baseline_render import baseline_render  # noqa: E402
 from bench_build import machine, write_section  # noqa: E402
 from bench_engine import RENDERER, fresh_process_rate  # noqa: E402
 
-from generator.icons.render import RenderSettings, fidelity, optimize, pick_precision, prepare  # noqa: E402
+from generator.icons.render import IconSpec, fidelity, optimize_spec, pick_precision, prepare  # noqa: E402
 
 CHECKPOINTS = (32, 64, 128, 256)
 MARK_START, MARK_END = "<!-- icons:start -->", "<!-- icons:end -->"
@@ -64,9 +64,9 @@ def warm_start_rows(model, layer, levels, size, batch, forward, scorer) -> list[
     from generator.grid import parent_cells
 
     coarse, fine = (next(lv for lv in levels if lv.size == n) for n in (8, 16))
-    settings = RenderSettings(size_px=size, steps=128, batch_size=batch)
+    settings = IconSpec(size_px=size, steps=128, batch_size=batch)
     unit = torch.nn.functional.normalize(torch.from_numpy(coarse.directions), dim=1)
-    parents, _ = optimize(forward, unit, settings, torch.Generator().manual_seed(0), torch.device("cpu"))
+    parents, _ = optimize_spec(forward, unit, settings, torch.Generator().manual_seed(0), torch.device("cpu"))
     pick = spread(fine, batch)
     pick = pick[parent_cells(fine, coarse)[pick] >= 0]
     targets = torch.nn.functional.normalize(torch.from_numpy(fine.directions[pick]), dim=1)
@@ -74,7 +74,7 @@ def warm_start_rows(model, layer, levels, size, batch, forward, scorer) -> list[
     runs = {}
     for name, begin in (("from noise", None), ("from the parent's icon", start)):
         runs[name] = Recorder(model, layer, targets, scorer=scorer)
-        optimize(forward, targets, settings, torch.Generator().manual_seed(1), torch.device("cpu"),
+        optimize_spec(forward, targets, settings, torch.Generator().manual_seed(1), torch.device("cpu"),
                  observe=runs[name], start=begin)
     steps = [16, 32, 48, 64, 96, 128]
     lines = ["| 16 x 16 icons, mean fidelity after | " + " | ".join(map(str, steps)) + " steps |",
@@ -92,7 +92,7 @@ def whitening_rows(model, layer, act_folder, targets, plain, size, batch, forwar
     s = torch.from_numpy(whitening(np.load(act_folder / "activations.npy", mmap_mode="r")))
     aims = torch.nn.functional.normalize(targets @ s, dim=1)
     run = Recorder(model, layer, targets, scorer=scorer)
-    optimize(forward, aims, RenderSettings(size_px=size, steps=128, batch_size=batch),
+    optimize_spec(forward, aims, IconSpec(size_px=size, steps=128, batch_size=batch),
              torch.Generator().manual_seed(0), torch.device("cpu"), observe=run)
     steps = [32, 64, 128]
     lines = ["| mean fidelity after | " + " | ".join(map(str, steps)) + " steps | min after 128 |",
@@ -176,25 +176,25 @@ def main() -> None:
     # in the same process, has it too.
     cpu = torch.device("cpu")
     precision = pick_precision(args.precision, cpu)
-    settings = RenderSettings(size_px=args.size, steps=args.steps, batch_size=args.batch)
-    forward, scorer, settings = prepare(model, args.layer, cpu, precision, settings)
+    settings = IconSpec(size_px=args.size, steps=args.steps, batch_size=args.batch)
+    forward, scorer, settings = prepare(model, args.layer, cpu, settings.with_(precision=precision))
 
     # Fidelity along the way: one long run of each.
     base = Recorder(model, args.layer, targets, scorer=scorer)
     baseline_render(model, args.layer, directions, args.size, args.steps, seed=0, observe=base)
     ours = Recorder(model, args.layer, targets, scorer=scorer)
-    optimize(forward, targets, settings, torch.Generator().manual_seed(0), torch.device("cpu"), observe=ours)
+    optimize_spec(forward, targets, settings, torch.Generator().manual_seed(0), torch.device("cpu"), observe=ours)
 
     # Speed: short runs of each, alternating, so that noise on this shared machine hits both alike.
     base_s, ours_s = [], []
     if args.same_process:
-        short = RenderSettings(size_px=args.size, steps=args.timing_steps, batch_size=args.batch)
+        short = IconSpec(size_px=args.size, steps=args.timing_steps, batch_size=args.batch)
         for repeat in range(args.repeats):
             start = time.perf_counter()
             baseline_render(model, args.layer, directions, args.size, args.timing_steps, seed=repeat)
             base_s.append((time.perf_counter() - start) / args.timing_steps)
             start = time.perf_counter()
-            optimize(forward, targets, short, torch.Generator().manual_seed(repeat), torch.device("cpu"))
+            optimize_spec(forward, targets, short, torch.Generator().manual_seed(repeat), torch.device("cpu"))
             ours_s.append((time.perf_counter() - start) / args.timing_steps)
     else:
         ours_config = RENDERER[precision]

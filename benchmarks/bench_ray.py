@@ -46,15 +46,15 @@ def main() -> None:
 
     from bench_build import machine, write_section
     from generator.engine import LocalEngine, ModelSource, RayEngine
-    from generator.icons import RenderSettings, render_icons
-    from generator.icons.network import pick_precision
+    from generator.icons import IconSpec, render_icons
+    from generator.speedups import pick_precision
     from generator.models import load_model
 
     model = load_model("efficientnet_lite0")
     source = ModelSource(model.spec, weights_id=model.weights_id)
     channels = model.layer_shapes()[args.layer][0]
     directions = np.random.default_rng(0).normal(size=(args.batch * args.batches, channels)).astype(np.float32)
-    settings = RenderSettings(args.size, args.steps, batch_size=args.batch)
+    settings = IconSpec(args.size, args.steps, batch_size=args.batch)
     precision = pick_precision("auto", torch.device("cpu"))
 
     start = time.perf_counter()

@@ -25,11 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator.icons import fuse, input_grad, network  # noqa: E402
-from generator.icons.memory import bytes_per_icon, keep_freed_memory  # noqa: E402
 from generator.icons.objectives import direction_objective  # noqa: E402
 from generator.icons.param import FourierImage  # noqa: E402
 from generator.icons.transform import random_views, resample  # noqa: E402
+from generator.speedups import fuse, input_grad, network  # noqa: E402
+from generator.speedups.memory import bytes_per_icon, keep_freed_memory  # noqa: E402
 
 inside: dict[str, float] = defaultdict(float)
 
@@ -77,7 +77,7 @@ def main() -> None:
     precision = network.pick_precision(args.precision, cpu)
     fuse.conv_forward, fuse.conv_backward = _timed_forward, _timed_backward
     input_grad.input_grad = _timed_input_grad
-    forward = network.layer_fn(model, args.layer, cpu, precision)
+    forward = network.build_forward(model, args.layer, cpu, network.SpeedOptions(precision=precision), reads="centre")
     keep_freed_memory(bytes_per_icon(forward, args.size, cpu) * args.batch)
     channels = model.layer_shapes()[args.layer][0]
     generator = torch.Generator().manual_seed(0)

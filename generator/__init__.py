@@ -11,7 +11,7 @@ The Python API mirrors the build's stages; each can be called on its own, in a n
     collect_activations(model, ["blocks.4"], plan, {"blocks.4": Path("acts")}, positions=4, batch_size=16, seed=0)
     xy = fit_layout(np.load("acts/activations.npy"))
     levels = bin_grid(xy, vectors, attributions, levels=[8, 16], min_count=2, top=5)
-    rendered = render_icons(model, "blocks.4", levels[0].directions, RenderSettings())
+    rendered = render_icons(model, "blocks.4", levels[0].directions, IconSpec())
     rendered.icons, rendered.fidelity, rendered.stats()
 
 Names are imported lazily, so `atlas --help` does not wait for torch.
@@ -28,7 +28,7 @@ _EXPORTS = {
     "collect_activations": "collect", "collect_shard": "collect",
     "fit_layout": "layout",
     "bin_grid": "grid", "bin_level": "grid", "Level": "grid",
-    "render_icons": "icons", "RenderSettings": "icons", "fidelity": "icons",
+    "render_icons": "icons", "IconSpec": "icons", "fidelity": "icons",
     "write_atlas": "tiles", "write_manifest": "tiles",
     "render_site": "site",
 }

@@ -22,7 +22,7 @@ from . import output, store
 from .config import Config, describe
 from .errors import AtlasError
 from .grid import Level, bin_grid, cells_to_arrays, levels_from_arrays, row_cells
-from .images import SamplePlan, default_photos, find_images, plan_samples
+from .images import CropLoader, SamplePlan, default_photos, find_images, plan_samples
 from .progress import Reporter
 
 
@@ -207,8 +207,35 @@ def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, l
     return json.loads((folder / "names.json").read_text())
 
 
+AMPLITUDE_CROPS = 256  # crops averaged for MACO's amplitude spectrum: the mean settles well before
+
+
+def stage_amplitude(cfg, model, plan, images_key: str, cache: Path, report) -> np.ndarray:
+    """amplitude.npy (3, S, S // 2 + 1) float32: the mean amplitude spectrum of up to AMPLITUDE_CROPS of the
+    build's crops at the icon's size S, in decorrelated colour: MACO's magnitude (icons/param.py)."""
+    from .icons.param import natural_amplitude
+
+    size = cfg.icons.size_px
+    key = store.artifact_key("amplitude", images_key, model.input_size, size, AMPLITUDE_CROPS)
+    folder = cache / "amplitude" / key
+
+    def make(folder: Path) -> dict:
+        count = min(AMPLITUDE_CROPS, len(plan.crops))
+        crops = np.unique(np.linspace(0, len(plan.crops) - 1, count).round().astype(int)).tolist()
+        loader, total = CropLoader(plan, model.input_size), 0
+        with report.stage("Amplitude spectrum of the images", None):
+            for first in range(0, len(crops), 32):
+                part = crops[first:first + 32]
+                total = total + natural_amplitude(loader.load(part), size).numpy().astype(np.float64) * len(part)
+        np.save(folder / "amplitude.npy", (total / len(crops)).astype(np.float32))
+        return {"crops": len(crops)}
+
+    store.ensure(folder, key, make, report.note)
+    return np.load(folder / "amplitude.npy")
+
+
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
-                engine=None, source=None, label: str = ""):
+                engine=None, source=None, label: str = "", amplitude: np.ndarray | None = None):
     """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
 
     With `icons.warm_start`, each level after the first starts every icon from the icon
@@ -216,13 +243,14 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     With `icons.whiten`, the objective aims at directions whitened by the second moments
     of the layer's activations in `act_folder`. Batches not in the cache run on `engine`,
     which makes the model again from `source` (engine.ModelSource) where it runs elsewhere.
+    `amplitude` is stage_amplitude's, for `icons.method = "maco"`.
     """
     from .grid import parent_cells
-    from .icons import RenderedIcons, RenderSettings, render_icons
+    from .icons import IconSpec, RenderedIcons, render_icons
     from .icons.objectives import whitening
 
     i = cfg.icons
-    settings = RenderSettings(i.size_px, i.steps, i.tries, i.learning_rate, i.cossim_power, i.batch_size)
+    spec = IconSpec.from_config(i)
     total = sum(len(lv.cells) for lv in levels)
     whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
     rendered = []
@@ -233,9 +261,9 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
                 parents = parent_cells(level, levels[k - 1])
                 has_start = parents >= 0
                 start = rendered[-1].icons[np.maximum(parents, 0)]
-            rendered.append(render_icons(model, layer, level.directions, settings, cfg.seed, i.device,
-                                         cache / "icons" / layer, advance, start, has_start, whiten, i.precision,
-                                         report.note, engine, source))
+            rendered.append(render_icons(model, layer, level.directions, spec, cfg.seed, i.device,
+                                         cache / "icons" / layer, advance, start, has_start, whiten, report.note,
+                                         engine, source, amplitude))
     stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
     report.note(f"icons {label or layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
@@ -412,12 +440,12 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
                            [("classes.compare", n) for pair in cfg.classes.compare for n in pair]:
             find_class(model.class_names, wanted, key)  # a misspelt class fails before any work too
     i = cfg.icons
-    from .icons import RenderSettings
+    from .icons import IconSpec
     from .icons.render import pick_device, pick_precision
 
-    warm = f" ({round(i.steps * RenderSettings.warm_fraction)} when warm-started)" if i.warm_start else ""
+    warm = f" ({IconSpec.from_config(i).warm_steps()} when warm-started)" if i.warm_start else ""
     device = pick_device(i.device)
-    report.note(f"preset {cfg.preset}: icons {i.size_px} px, {i.steps} steps{warm}, "
+    report.note(f"preset {cfg.preset}: icons by {i.method}, {i.size_px} px, {i.steps} steps{warm}, "
                 f"{i.tries} tr{'y' if i.tries == 1 else 'ies'}, {pick_precision(i.precision, device)} on {device.type}; "
                 f"layers {', '.join(layers)}; levels {', '.join(map(str, cfg.grid.levels))}")
     if engine.name != "local":
@@ -427,6 +455,7 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     lap("images")
     act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")
+    amplitude = stage_amplitude(cfg, model, plan, images_key, cache, report) if cfg.icons.method == "maco" else None
 
     def map_atlas(cfg, layer: str, act_folder: Path, compare=None, label: str = "") -> Mapped:
         """Layout, grid, icons, trust, names and examples of one atlas's activations in `act_folder`."""
@@ -435,7 +464,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         levels = stage_grid(cfg, layer, act_folder, layout_folder, cache, report)
         lap("grid")
         # Icons aim at directions whitened by the whole layer's activations, as the layer's own atlas does.
-        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source, label)
+        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source, label,
+                               amplitude)
         lap("icons")
         measured = stage_trust(cfg, layer, act_folder, layout_folder, levels, cache, report, label)
         lap("trust")

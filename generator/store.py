@@ -35,7 +35,8 @@ VERSIONS = {
     "activations": 2,  # 2: positions drawn per crop from (seed, layer, crop), attributions by vmap over tangents
     "layout": 2,  # 2: above layout.fit_sample rows, fitted on a sample and the rest placed
     "grid": 3,  # 2: scores.npy joined the artifact; 3: cells.npz replaced cells.json
-    "icons": 1,
+    "icons": 2,  # 2: keyed by the IconSpec whole
+    "amplitude": 1,
     "examples": 1,
     "trust": 1,
     "names": 1,

@@ -8,7 +8,7 @@ import pytest
 from generator import engine as engine_module
 from generator.engine import LocalEngine, ModelSource, load_model_cached, open_engine
 from generator.errors import AtlasError
-from generator.icons import RenderSettings, render_icons
+from generator.icons import IconSpec, render_icons
 
 from .conftest import TESTS, TINY_SPEC
 
@@ -42,7 +42,7 @@ def test_the_local_engine_runs_each_item_in_order_with_the_common_arguments():
 
 def test_icons_are_the_same_whatever_order_the_batches_finish_in(tiny_model):
     directions = np.random.default_rng(0).normal(size=(10, 24)).astype(np.float32)
-    settings = RenderSettings(size_px=24, steps=3, batch_size=3)
+    settings = IconSpec(size_px=24, steps=3, batch_size=3)
     local = render_icons(tiny_model, "features.4", directions, settings, seed=4)
     shuffled = render_icons(tiny_model, "features.4", directions, settings, seed=4, engine=Reversed())
     assert shuffled.icons.tobytes() == local.icons.tobytes()
@@ -51,7 +51,7 @@ def test_icons_are_the_same_whatever_order_the_batches_finish_in(tiny_model):
 
 def test_each_batch_is_saved_as_it_arrives(tiny_model, tmp_path):
     directions = np.random.default_rng(1).normal(size=(7, 24)).astype(np.float32)
-    settings = RenderSettings(size_px=24, steps=2, batch_size=3)
+    settings = IconSpec(size_px=24, steps=2, batch_size=3)
     with pytest.raises(KeyboardInterrupt):
         render_icons(tiny_model, "features.4", directions, settings, cache_dir=tmp_path, engine=DiesAfterOne())
     assert len(list(tmp_path.glob("*.npz"))) == 1  # the batch that came back before the driver stopped

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from generator.collect import capture
-from generator.icons import RenderSettings, fidelity, render_icons
-from generator.icons import network
+from generator.icons import IconSpec, fidelity, render_icons
+from generator.speedups import network
 from generator.icons import render as render_module
 from generator.icons.param import FourierImage
 from generator.icons.transform import _grids, random_views, resample, robust_transform
@@ -69,7 +69,7 @@ def test_the_resample_passes_gradients_back_through_the_inverse_map():
 def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, image_dir, device):
     layer = "features.2"  # before its ReLU: random images point anywhere, not along the positive cone
     directions = _real_directions(tiny_model, layer, image_dir)
-    settings = RenderSettings(size_px=32, steps=48, batch_size=8, learning_rate=0.05)
+    settings = IconSpec(size_px=32, steps=48, batch_size=8, learning_rate=0.05)
     icons, fid, objective = render_icons(tiny_model, layer, directions, settings, seed=0, device=device)
     assert (objective > 0).all()
     assert icons.shape == (4, 32, 32, 3) and icons.dtype == np.uint8
@@ -86,7 +86,7 @@ def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, imag
 @pytest.mark.parametrize("device", DEVICES)
 def test_same_seed_gives_the_same_icons(tiny_model, image_dir, device):
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
-    settings = RenderSettings(size_px=24, steps=6, batch_size=8)
+    settings = IconSpec(size_px=24, steps=6, batch_size=8)
     a, b, c = (render_icons(tiny_model, "features.2", directions, settings, seed=seed, device=device)
                for seed in (5, 5, 6))
     if device == "cpu":
@@ -100,7 +100,7 @@ def test_same_seed_gives_the_same_icons(tiny_model, image_dir, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_cache_renders_each_batch_once(tmp_path, tiny_model, image_dir, monkeypatch, device):
     directions = _real_directions(tiny_model, "features.2", image_dir, 4)
-    settings = RenderSettings(size_px=24, steps=3, batch_size=2)
+    settings = IconSpec(size_px=24, steps=3, batch_size=2)
     calls = []
     original = render_module._render_batch
     monkeypatch.setattr(render_module, "_render_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -116,7 +116,7 @@ def test_cache_renders_each_batch_once(tmp_path, tiny_model, image_dir, monkeypa
     # Adding directions renders only the new batch; changing a setting renders all again.
     render(np.concatenate([directions, directions[:2] * 2]), settings)
     assert len(calls) == 3
-    render(directions, RenderSettings(24, 4, batch_size=2))
+    render(directions, IconSpec(24, 4, batch_size=2))
     assert len(calls) == 5
 
 
@@ -124,7 +124,7 @@ def test_folding_batch_norms_keeps_the_layer_output():
     from torch import nn
 
     from generator.collect import capture
-    from generator.icons.fold import fold_batchnorm
+    from generator.speedups.fold import fold_batchnorm
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -159,7 +159,7 @@ def test_folding_batch_norms_keeps_the_layer_output():
 
 
 def test_default_model_folds():
-    from generator.icons.fold import fold_batchnorm
+    from generator.speedups.fold import fold_batchnorm
     from generator.models import load_model
 
     model = load_model("efficientnet_lite0")
@@ -172,8 +172,8 @@ def test_default_model_folds():
 def test_starting_from_a_parent_icon_gets_there_sooner(tmp_path, tiny_model, image_dir, monkeypatch):
     layer = "features.2"
     directions = _real_directions(tiny_model, layer, image_dir)
-    good = render_icons(tiny_model, layer, directions, RenderSettings(size_px=32, steps=48), seed=0)
-    few = RenderSettings(size_px=32, steps=6, warm_fraction=1.0)
+    good = render_icons(tiny_model, layer, directions, IconSpec(size_px=32, steps=48), seed=0)
+    few = IconSpec(size_px=32, steps=6, warm_fraction=1.0)
     cold = render_icons(tiny_model, layer, directions, few, seed=1)
     has = np.array([True, True, False, True])
     warm = render_icons(tiny_model, layer, directions, few, seed=1, start=good.icons, has_start=has,
@@ -196,11 +196,11 @@ def test_starting_from_a_parent_icon_gets_there_sooner(tmp_path, tiny_model, ima
 
 
 def test_batch_size_follows_the_device_memory(tiny_model, monkeypatch):
-    from generator.icons import memory
-    from generator.icons.network import layer_fn
+    from generator.speedups import memory
+    from generator.speedups.network import build_forward
 
     device = torch.device("cpu")
-    forward = layer_fn(tiny_model, "features.2", device)
+    forward = build_forward(tiny_model, "features.2", device)
     per_icon = memory.bytes_per_icon(forward, 32, device)
     # The probe counts at least the input and the layer's output of one icon.
     assert per_icon > 4 * 3 * 32 * 32
@@ -214,11 +214,11 @@ def test_batch_size_follows_the_device_memory(tiny_model, monkeypatch):
 
 
 def test_auto_batch_renders_like_an_explicit_one(tiny_model, image_dir):
-    from generator.icons.memory import CAPS
+    from generator.speedups.memory import CAPS
 
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
-    auto = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=0), seed=1)
-    fixed = render_icons(tiny_model, "features.2", directions, RenderSettings(24, 4, batch_size=CAPS["cpu"]), seed=1)
+    auto = render_icons(tiny_model, "features.2", directions, IconSpec(24, 4, batch_size=0), seed=1)
+    fixed = render_icons(tiny_model, "features.2", directions, IconSpec(24, 4, batch_size=CAPS["cpu"]), seed=1)
     assert auto.icons.tobytes() == fixed.icons.tobytes()
 
 
@@ -233,9 +233,9 @@ def test_whitening_inverts_the_second_moments_and_changes_the_aim_not_the_measur
     np.testing.assert_allclose(s @ moment, np.eye(6), atol=1e-4)
 
     directions = _real_directions(tiny_model, "features.2", image_dir, 3)
-    settings = RenderSettings(24, 6, batch_size=8)
+    settings = IconSpec(24, 6, batch_size=8)
     device = torch.device("cpu")
-    forward = network.layer_fn(tiny_model, "features.2", device)
+    forward = network.build_forward(tiny_model, "features.2", device)
 
     def batch(whiten):
         return render_module._render_batch(forward, tiny_model, "features.2", torch.from_numpy(directions),
@@ -282,7 +282,7 @@ def _clip_net():
 
 @pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
 def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
-    from generator.icons.fuse import ConvClip, fuse_convolutions
+    from generator.speedups.fuse import ConvClip, fuse_convolutions
 
     net = _clip_net()
     x = torch.randn(2, 3, 16, 16)
@@ -308,22 +308,21 @@ def test_fusing_conv_and_clip_keeps_outputs_and_gradients():
 
 
 @pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
-def test_default_model_renders_through_fused_convolutions_with_the_same_gradients(monkeypatch):
+def test_default_model_renders_through_fused_convolutions_with_the_same_gradients():
     from generator.models import load_model
 
     model = load_model("efficientnet_lite0")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
-    def activations_and_gradient():
-        forward = network.layer_fn(model, "blocks.4", torch.device("cpu"))
+    def activations_and_gradient(fuse=True):
+        forward = network.build_forward(model, "blocks.4", torch.device("cpu"), network.SpeedOptions(fuse=fuse))
         image = images.clone().requires_grad_(True)
         acts = forward(image)
         (grad,) = torch.autograd.grad(acts[:, :, 2, 2].sum(), image)
         return acts.detach(), grad
 
     fused = activations_and_gradient()
-    monkeypatch.setattr(network, "fusable", lambda device: False)
-    unfused = activations_and_gradient()
+    unfused = activations_and_gradient(fuse=False)
     torch.testing.assert_close(fused[0], unfused[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fused[1], unfused[1], rtol=1e-4, atol=1e-4)
 
@@ -333,7 +332,7 @@ def test_default_model_runs_as_one_tape_and_renders_the_same_icons_as_module_by_
     from generator.models import load_model
 
     model = load_model("efficientnet_lite0")
-    forward = network.layer_fn(model, "blocks.4", torch.device("cpu"))
+    forward = network.build_forward(model, "blocks.4", torch.device("cpu"), reads="centre")
     assert forward.tape is not None  # up to blocks.4, nothing but fused convolutions and sums
     assert len(forward.tape.steps) == 39
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
@@ -349,12 +348,12 @@ def test_default_model_runs_as_one_tape_and_renders_the_same_icons_as_module_by_
     assert torch.equal(centre, forward.tape(x)[:, :, 2:3, 2:3])
 
     targets = torch.nn.functional.normalize(torch.randn(3, 112, generator=torch.Generator().manual_seed(3)), dim=1)
-    settings = RenderSettings(size_px=80, steps=3, batch_size=3)
+    settings = IconSpec(size_px=80, steps=3, batch_size=3)
     icons = {}
     for name, tape in (("tape", forward.tape), ("modules", None)):
         forward.tape = tape
-        icons[name], _ = render_module.optimize(forward, targets, settings, torch.Generator().manual_seed(0),
-                                                torch.device("cpu"))
+        icons[name], _ = render_module.optimize_spec(forward, targets, settings, torch.Generator().manual_seed(0),
+                                                     torch.device("cpu"))
     assert torch.equal(icons["tape"], icons["modules"])
 
 
@@ -362,8 +361,8 @@ def test_default_model_runs_as_one_tape_and_renders_the_same_icons_as_module_by_
 def test_bfloat16_renders_as_well_as_float32_and_is_cached_apart(tmp_path, tiny_model, image_dir):
     # Eight icons: the mean of four swings by 0.05 from seed to seed in either precision.
     directions = _real_directions(tiny_model, "features.4", image_dir, count=8)
-    settings = RenderSettings(size_px=32, steps=48, batch_size=8)
-    runs = {p: render_icons(tiny_model, "features.4", directions, settings, cache_dir=tmp_path, precision=p)
+    settings = IconSpec(size_px=32, steps=48, batch_size=8)
+    runs = {p: render_icons(tiny_model, "features.4", directions, settings.with_(precision=p), cache_dir=tmp_path)
             for p in ("float32", "bfloat16")}
     assert runs["float32"].icons.tobytes() != runs["bfloat16"].icons.tobytes()  # two cache entries, not one
     assert len(list(tmp_path.glob("*.npz"))) == 2
@@ -372,7 +371,8 @@ def test_bfloat16_renders_as_well_as_float32_and_is_cached_apart(tmp_path, tiny_
     icon_tensor = torch.from_numpy(runs["bfloat16"].icons).permute(0, 3, 1, 2).float() / 255
     measured = fidelity(tiny_model, "features.4", icon_tensor, torch.from_numpy(directions))
     np.testing.assert_allclose(measured.numpy(), runs["bfloat16"].fidelity, atol=0.02)
-    again = render_icons(tiny_model, "features.4", directions, settings, cache_dir=tmp_path, precision="bfloat16")
+    again = render_icons(tiny_model, "features.4", directions, settings.with_(precision="bfloat16"),
+                         cache_dir=tmp_path)
     assert again.icons.tobytes() == runs["bfloat16"].icons.tobytes()
 
 
@@ -388,18 +388,17 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
 
 
 @pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
-@pytest.mark.parametrize("same", [False, True])
-@pytest.mark.parametrize("groups,kernel,stride,padding", [
-    (8, 3, 1, 1), (8, 5, 1, 2), (8, 3, 2, 1), (8, 5, 2, 2), (8, 3, 2, 0), (1, 3, 2, 1), (1, 1, 1, 0), (2, 3, 3, 2),
-    (1, 5, 3, 1), (1, (1, 7), (2, 1), (0, 3)), (4, (3, 5), (1, 2), (1, 2))])
+@pytest.mark.parametrize("groups,kernel,stride,padding,same", [
+    (g, k, st, p, same) for g, k, st, p in [
+        (8, 3, 1, 1), (8, 5, 1, 2), (8, 3, 2, 1), (8, 5, 2, 2), (8, 3, 2, 0), (1, 3, 2, 1), (1, 1, 1, 0), (2, 3, 3, 2),
+        (1, 5, 3, 1), (1, (1, 7), (2, 1), (0, 3)), (4, (3, 5), (1, 2), (1, 2))]
+    for same in (False, True) if not (same and p)])  # a "SAME" convolution has no padding of its own
 def test_convolution_with_forward_kernels_matches_pytorch(groups, kernel, stride, padding, same):
     """ConvClip's input gradient (a forward convolution of the spread-out gradient) is the gradient."""
     from timm.layers.conv2d_same import Conv2dSame
 
-    from generator.icons.fuse import ConvClip
+    from generator.speedups.fuse import ConvClip
 
-    if same and padding:
-        return
     torch.manual_seed(0)
     conv = (Conv2dSame if same else torch.nn.Conv2d)(8, 16 if groups == 2 else 8, kernel, stride,
                                                       **({} if same else {"padding": padding}), groups=groups)
@@ -419,7 +418,7 @@ def test_convolution_with_forward_kernels_matches_pytorch(groups, kernel, stride
 def test_same_padding_in_one_pass_matches_timm(kernel, size):
     from timm.layers.conv2d_same import Conv2dSame
 
-    from generator.icons.padding import SamePadConv
+    from generator.speedups.padding import SamePadConv
 
     torch.manual_seed(0)
     conv = Conv2dSame(8, 8, kernel, stride=2, groups=8).eval()
@@ -439,3 +438,118 @@ def test_same_padding_in_one_pass_matches_timm(kernel, size):
     low = same(x.to(torch.bfloat16))
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), results[0][0], rtol=0.02, atol=0.05)
+
+
+@pytest.mark.skipif(not network.fusable(torch.device("cpu")), reason="needs oneDNN")
+def test_only_an_objective_that_reads_the_centre_gets_the_centre_alone():
+    from generator.icons.objectives import OBJECTIVES
+    from generator.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    cpu = torch.device("cpu")
+    signed = torch.rand(2, 3, 80, 80, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert OBJECTIVES["direction"](2.0).reads == "centre" and OBJECTIVES["mean_direction"](2.0).reads == "all"
+    centre = network.build_forward(model, "blocks.4", cpu, reads="centre")
+    whole = network.build_forward(model, "blocks.4", cpu, reads="all")
+    assert centre.signed(signed).shape == (2, 112, 1, 1)
+    assert whole.signed(signed).shape == (2, 112, 5, 5)
+    assert torch.equal(whole.signed(signed)[:, :, 2:3, 2:3], centre.signed(signed))
+    # An objective over the whole layer, through the tape, takes the module path's steps exactly.
+    targets = torch.nn.functional.normalize(torch.randn(2, 112, generator=torch.Generator().manual_seed(1)), dim=1)
+    spec = IconSpec(size_px=80, steps=2, batch_size=2, objective="mean_direction", precision="float32")
+    forward = network.build_forward(model, "blocks.4", cpu, reads="all")
+    assert forward.tape is not None
+    runs = []
+    for tape in (forward.tape, None):
+        forward.tape = tape
+        runs.append(render_module.optimize_spec(forward, targets, spec, torch.Generator().manual_seed(0), cpu))
+    assert torch.equal(runs[0][0], runs[1][0])
+    # The render loop builds the network for the objective it was given: the whole layer for this one.
+    forward, _, _ = render_module.prepare(model, "blocks.4", cpu, spec)
+    assert not forward.centre_only and forward.signed(signed).shape == (2, 112, 5, 5)
+
+
+def test_the_spec_defaults_are_the_configs_and_every_field_reaches_the_cache_key(tmp_path, tiny_model, image_dir,
+                                                                                  monkeypatch):
+    import dataclasses
+
+    from generator.config import load_config
+    from generator.icons import param, transform
+
+    assert IconSpec.from_config(load_config(None).icons) == IconSpec()
+    # A parameterization and transforms registered under new names: the same parts, keyed apart.
+    monkeypatch.setitem(param.PARAMS, "fourier-again", param.PARAMS["fourier"])
+    monkeypatch.setitem(transform.TRANSFORMS, "lucid-again", transform.TRANSFORMS["lucid"])
+    directions = _real_directions(tiny_model, "features.2", image_dir, 2)
+    base = IconSpec(size_px=24, steps=2, batch_size=2, precision="float32")
+    other = {"size_px": 28, "steps": 3, "tries": 2, "learning_rate": 0.04, "cossim_power": 1.0, "batch_size": 1,
+             "precision": "bfloat16", "param": "fourier-again", "objective": "mean_direction",
+             "transforms": "lucid-again", "warm_fraction": 0.5}
+    assert set(other) == {f.name for f in dataclasses.fields(IconSpec)}
+
+    def files():
+        return set(tmp_path.glob("*.npz"))
+
+    render_icons(tiny_model, "features.2", directions, base, cache_dir=tmp_path)
+    seen = files()
+    for name, value in other.items():
+        if name == "precision" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            continue
+        render_icons(tiny_model, "features.2", directions, dataclasses.replace(base, **{name: value}), cache_dir=tmp_path)
+        assert files() - seen, f"{name} does not reach the cache key"
+        seen = files()
+
+
+def _natural(image_dir, size):
+    from generator.images import CropLoader, find_images, plan_samples
+    from generator.icons.param import natural_amplitude
+
+    plan = plan_samples(find_images(image_dir), 2, 0)
+    return natural_amplitude(CropLoader(plan, 64).load(range(len(plan.crops))), size)
+
+
+def test_maco_keeps_the_natural_amplitude_and_optimizes_only_the_phase(image_dir):
+    from generator.icons.param import PARAMS, MacoImage
+
+    amplitude = _natural(image_dir, 32)
+    assert amplitude.shape == (3, 32, 17) and (amplitude >= 0).all()
+    image = PARAMS["maco"](4, 32, torch.Generator().manual_seed(0), amplitude)
+    assert [name for name, _ in image.named_parameters()] == ["phase"]
+    with torch.no_grad():
+        pixels, signed = image(), image.signed()
+    assert pixels.shape == (4, 3, 32, 32) and 0 < pixels.min() and pixels.max() < 1
+    torch.testing.assert_close(signed, pixels * 2 - 1, atol=1e-5, rtol=0)
+    # Taken back to the decorrelated basis, every image has the natural amplitude's shape, whatever its phase:
+    # its spectrum is the amplitude times one factor per image (the standardization). Away from the mean and
+    # the Nyquist frequencies, whose phases a real image cannot take freely.
+    logits = torch.logit(pixels.double())
+    spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(image.color.double()))
+    inner = (slice(None), slice(None), [i for i in range(1, 32) if i != 16], slice(1, 16))
+    ratio = torch.fft.rfft2(spatial).abs()[inner] / amplitude.double()[None][inner]
+    assert (ratio.flatten(1).std(1) / ratio.flatten(1).mean(1)).max() < 1e-3
+    # A warm start gives an image the phase of the one it starts from, and so the image, but for the Nyquist
+    # frequencies, which come back at the full natural amplitude.
+    other = MacoImage(2, 32, torch.Generator().manual_seed(1), amplitude)
+    with torch.no_grad():
+        before = (other() - pixels[:2]).abs().mean()
+        other.start_from(torch.tensor([0, 1]), pixels[:2])
+        after = (other() - pixels[:2]).abs()
+    assert after.mean() < 0.01 < before and after.max() < 0.06
+    with pytest.raises(ValueError, match="amplitude"):
+        PARAMS["maco"](1, 32, torch.Generator(), None)
+
+
+def test_maco_icons_point_along_their_directions_and_are_keyed_by_the_amplitude(tmp_path, tiny_model, image_dir):
+    layer = "features.2"
+    directions = _real_directions(tiny_model, layer, image_dir)
+    amplitude = _natural(image_dir, 32).numpy()
+    spec = IconSpec(size_px=32, steps=48, batch_size=8, param="maco", precision="float32")
+    icons, fid, objective = render_icons(tiny_model, layer, directions, spec, seed=0, amplitude=amplitude,
+                                         cache_dir=tmp_path)
+    noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert fid.mean() > fidelity(tiny_model, layer, noise, torch.from_numpy(directions)).mean().item() + 0.25
+    assert icons.std() > 5
+    render_icons(tiny_model, layer, directions, spec, seed=0, amplitude=amplitude * 2, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # another amplitude, other icons
+    with pytest.raises(ValueError, match="amplitude"):
+        render_icons(tiny_model, layer, directions, spec)

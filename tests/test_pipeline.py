@@ -164,6 +164,20 @@ class _Notes(Reporter):
         self.lines.append(message)
 
 
+def test_a_maco_build_renders_from_the_images_own_spectrum(tiny_config):
+    plain = pipeline.build(tiny_config())
+    assert not (plain.out_dir.parent / "cache" / "amplitude").exists()  # only a MACO build needs it
+    maco = pipeline.build(tiny_config(icons={"method": "maco"}, out=str(plain.out_dir.parent / "m")))
+    (folder,) = (plain.out_dir.parent / "cache" / "amplitude").iterdir()
+    assert np.load(folder / "amplitude.npy").shape == (3, 24, 13)
+    level = plain.manifest["atlases"][0]["level_data"][0]
+    tile = f"features-2/2-{level['tiles'][0]}.webp"
+    assert (plain.out_dir / "data" / tile).read_bytes() != (maco.out_dir / "data" / tile).read_bytes()
+    assert maco.manifest["atlases"][0]["fidelity_mean"] > 0
+    again = pipeline.build(tiny_config(icons={"method": "maco"}, out=str(plain.out_dir.parent / "m2")))
+    assert (again.out_dir / "data" / tile).read_bytes() == (maco.out_dir / "data" / tile).read_bytes()
+
+
 def _strict_json(text):
     def refuse(name):
         raise ValueError(f"{name} in published JSON")

@@ -1,17 +1,16 @@
-"""Feature visualization by inversion, in Lucid's four parts.
+"""Feature visualization by inversion: the method, in Lucid's four parts and a loop that receives them.
 
-param       how the image is represented (Fourier basis, decorrelated colour)
-transform   what makes the result robust (pad, jitter, scale, rotate; one fused resample)
-objectives  what is maximized (dot(a, v) * cossim(a, v) ** p at the centre)
-render      the optimization loop, batched across cells, and the fidelity check
+param       how the image is represented (ImageParam; a Fourier basis in decorrelated colour)
+transform   what makes the result robust (pad, jitter, scale, rotate as one resample)
+objectives  what is maximized, and which part of the layer it reads (Objective)
+render      the loop (optimize), the batched, cached driver (render_icons) and the fidelity check
+spec        everything that decides an icon, as one frozen value hashed into the cache key (IconSpec)
+worker      what an engine runs for render_icons
 
-and what makes a step fast without changing it: network (the net cut at the layer,
-channels-last, in a chosen precision), fold (batch norms into convolutions), padding
-(TensorFlow's "SAME" padding in one pass), fuse (convolutions as oneDNN kernels, clipping
-activations inside them), input_grad (a convolution's input gradient with forward
-kernels), tape (the cut network as one autograd node), memory (batch size, malloc).
+How fast a step runs, without changing what it computes, is the engine's: speedups/.
 """
 
-from .render import RenderedIcons, RenderSettings, fidelity, render_icons
+from .render import RenderedIcons, fidelity, optimize, render_icons
+from .spec import IconSpec
 
-__all__ = ["RenderedIcons", "RenderSettings", "fidelity", "render_icons"]
+__all__ = ["IconSpec", "RenderedIcons", "fidelity", "optimize", "render_icons"]

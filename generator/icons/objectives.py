@@ -1,9 +1,28 @@
-"""What the icon renderer maximizes."""
+"""What the icon renderer maximizes, and which part of the layer it reads.
+
+An objective scores each image (N,) from the layer's activations (N, C, H, W) and each
+image's target (N, C). It declares what it reads: "centre" (the activation at the spatial
+centre only) or "all". The engine computes only the centre's activations where an
+objective reads no more (speedups/tape.py), so an objective that reads more must say so.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import torch
+
+
+@dataclass(frozen=True)
+class Objective:
+    description: str
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (acts, targets) -> (N,)
+    reads: str = "all"  # "centre" or "all" (speedups.READS)
+
+    def __call__(self, acts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.score(acts, targets)
 
 
 def centre(acts: torch.Tensor) -> torch.Tensor:
@@ -23,6 +42,26 @@ def direction_objective(acts: torch.Tensor, directions: torch.Tensor, power: flo
     dot = (a * directions).sum(1)
     cos = dot / a.norm(dim=1).clamp_min(1e-8)
     return dot * cos.clamp_min(floor) ** power
+
+
+def direction(power: float) -> Objective:
+    """The atlas's objective: each image toward its cell's direction at the layer's centre."""
+    return Objective(f"dot * cossim^{power:g} with the direction at the centre",
+                     lambda acts, targets: direction_objective(acts, targets, power), reads="centre")
+
+
+def mean_direction(power: float) -> Objective:
+    """The same score averaged over every position of the layer (a pattern that tiles the image)."""
+    def score(acts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = acts.shape
+        flat = acts.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        return direction_objective(flat[:, :, None, None], targets.repeat_interleave(h * w, 0),
+                                   power).view(n, h * w).mean(1)
+    return Objective(f"dot * cossim^{power:g} with the direction, mean over positions", score, reads="all")
+
+
+# IconSpec.objective -> its objective, given the spec's cosine power.
+OBJECTIVES: dict[str, Callable[[float], Objective]] = {"direction": direction, "mean_direction": mean_direction}
 
 
 def cosine_at_centre(acts: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Images as parameters: a scaled Fourier spectrum in decorrelated colour, through a sigmoid.
 
+What the render loop asks of a parameterization is `ImageParam`; a new one (MACO, a
+single-channel image) subclasses it and joins `PARAMS`, and the loop is unchanged.
+
 Optimizing the spectrum with each frequency scaled by 1/f makes the steps of gradient
 ascent roughly whiten the image's natural 1/f statistics, so low frequencies move as
 readily as high ones and the result is not high-frequency noise (Olah et al. 2017).
@@ -8,6 +11,7 @@ readily as high ones and the result is not high-frequency noise (Olah et al. 201
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -24,7 +28,28 @@ def frequency_scale(size: int, decay_power: float = 1.0) -> torch.Tensor:
     return math.sqrt(size * size) / torch.clamp(freqs, min=1.0 / size) ** decay_power
 
 
-class FourierImage(torch.nn.Module):
+class ImageParam(torch.nn.Module):
+    """A batch of images whose parameters are this module's; what render.optimize optimizes.
+
+    forward() gives the images (N, C, S, S) in [0, 1]; signed() the same mapped to (-1, 1),
+    which is what the loop resamples (outside an image then reads mid-grey); a subclass
+    may compute it more cheaply. start_from() sets some images to given ones, for warm
+    starts; a parameterization that cannot says so by `can_start = False`.
+    """
+
+    can_start = True
+
+    def forward(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def signed(self) -> torch.Tensor:
+        return self() * 2 - 1
+
+    def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot start from given images")
+
+
+class FourierImage(ImageParam):
     """A batch of `count` RGB images of `size` px, parameterized by their spectra."""
 
     def __init__(self, count: int, size: int, generator: torch.Generator, init_std: float = 0.01):
@@ -61,3 +86,80 @@ class FourierImage(torch.nn.Module):
         """The same images mapped to (-1, 1), 2 * forward() - 1, in one op fewer: what the renderer resamples,
         so that the zeros a resample reads outside an image are mid-grey."""
         return torch.tanh(self._colour(self.color_half))
+
+
+def _standardized(x: torch.Tensor) -> torch.Tensor:
+    """Each image (N, ...) to mean 0 and standard deviation 1."""
+    flat = x.flatten(1)
+    return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-4)).view_as(x)
+
+
+def natural_amplitude(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, size, size // 2 + 1): the mean amplitude spectrum of `images` (N, 3, H, W) in [0, 1], in decorrelated colour.
+
+    MACO's magnitude, from the build's own images, so nothing is downloaded: each image is
+    resized to the icon's size, taken back through the sigmoid and the colour
+    correlation (as FourierImage.start_from does), and its spectrum's amplitude averaged.
+    """
+    small = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    logits = torch.logit(small.clamp(1 / 512, 1 - 1 / 512))
+    spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(_COLOR_SQRT_NORMED))
+    return torch.fft.rfft2(spatial - spatial.mean((2, 3), keepdim=True)).abs().mean(0)
+
+
+class MacoImage(ImageParam):
+    """A batch of RGB images whose Fourier amplitude is fixed to natural images' and whose phase is optimized.
+
+    MACO (Fel et al., NeurIPS 2023): with the magnitude of natural images, an image cannot
+    drift into the high-frequency patterns that deep layers reward, so only where things
+    are (the phase) is free. The spatial image is standardized per image, recorrelated in
+    colour and put through a sigmoid. The phase is used as it is (Horama standardizes it
+    too), so an image started from another's phase keeps it.
+    """
+
+    def __init__(self, count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor):
+        super().__init__()
+        if amplitude.shape != (3, size, size // 2 + 1):
+            raise ValueError(f"an amplitude of shape {(3, size, size // 2 + 1)} is needed, not {tuple(amplitude.shape)}")
+        self.size = size
+        self.phase = torch.nn.Parameter(torch.randn((count, 3, size, size // 2 + 1), generator=generator))
+        self.register_buffer("amplitude", amplitude.float().clone())
+        self.register_buffer("color", _COLOR_SQRT_NORMED.clone())
+        self.register_buffer("color_half", _COLOR_SQRT_NORMED / 2)
+
+    def _colour(self, matrix: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.polar(self.amplitude.expand_as(self.phase), self.phase)
+        image = _standardized(torch.fft.irfft2(spectrum, s=(self.size, self.size)))
+        n, c, h, w = image.shape
+        return torch.matmul(matrix, image.reshape(n, c, h * w)).view(n, c, h, w)
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self._colour(self.color))
+
+    def signed(self) -> torch.Tensor:
+        return torch.tanh(self._colour(self.color_half))
+
+    @torch.no_grad()
+    def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
+        """Give the images at `rows` the phase of `images` (K, 3, S, S) in [0, 1]; the amplitude stays natural."""
+        logits = torch.logit(images.float().clamp(1 / 512, 1 - 1 / 512))
+        spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(self.color))
+        self.phase[rows] = torch.angle(torch.fft.rfft2(spatial)).to(self.phase.dtype)
+
+
+def _fourier(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None) -> ImageParam:
+    return FourierImage(count, size, generator)
+
+
+def _maco(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None) -> ImageParam:
+    if amplitude is None:
+        raise ValueError("MACO needs the amplitude spectrum of the build's images (natural_amplitude)")
+    return MacoImage(count, size, generator, amplitude)
+
+
+# IconSpec.param -> (count, size_px, generator, amplitude or None) -> the images to optimize.
+PARAMS: dict[str, Callable[[int, int, torch.Generator, torch.Tensor | None], ImageParam]] = {
+    "fourier": _fourier, "maco": _maco}
+# Which parameterizations read natural images' amplitude spectrum.
+NEEDS_AMPLITUDE = {"maco"}

@@ -2,13 +2,18 @@
 
 Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, 3) uint8,
 `fidelity` and `objective` (B,) float32 and `digest`, their sha256, one file per batch
-of directions. A batch's key covers the model, layer, its directions and the render
-settings, so unchanged batches are never rendered twice and an interrupted build
-resumes at the first missing batch; a batch that fails its digest is rendered again.
+of directions. A batch's key covers the model, layer, its directions and starts, and the
+IconSpec (spec.py) whole, so unchanged batches are never rendered twice and an
+interrupted build resumes at the first missing batch; a batch that fails its digest is
+rendered again.
 
-render_icons is the driver: it partitions the directions into batches, derives each
-batch's seed from its key, and sends the batches missing from the cache to an engine
-(engine.py; worker.py holds what runs there), saving each as it comes back.
+`optimize` is the loop, and receives its parts: an objective (objectives.py), an image
+parameterization (param.py) and transforms (transform.py), as Lucent's `render_vis`
+does. The network it runs through comes from the engine (speedups/), built for the part
+of the layer the objective reads. render_icons is the driver: it partitions the
+directions into batches, derives each batch's seed from its key, and sends the batches
+missing from the cache to an engine (engine.py; worker.py holds what runs there),
+saving each as it comes back.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import hashlib
 import json
 import struct
 import zipfile
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -26,26 +30,16 @@ import torch
 
 from ..engine import Engine, LocalEngine, ModelSource, remembered
 from ..models import LoadedModel
+from ..speedups import (LayerFn, SpeedOptions, auto_batch_size, build_forward, bytes_per_icon, keep_freed_memory,
+                        pick_precision)
 from ..store import array_digest, artifact_key, make_key, write_json
 from . import worker
-from .memory import auto_batch_size, bytes_per_icon, keep_freed_memory
-from .network import LayerFn, layer_fn, pick_precision
-from .objectives import cosine_at_centre, direction_objective
-from .param import FourierImage
-from .transform import random_views, resample
+from .objectives import OBJECTIVES, Objective, cosine_at_centre
+from .param import NEEDS_AMPLITUDE, PARAMS, ImageParam
+from .spec import IconSpec
+from .transform import TRANSFORMS, lucid_views
 
-
-@dataclass(frozen=True)
-class RenderSettings:
-    size_px: int = 64
-    steps: int = 128
-    tries: int = 1
-    learning_rate: float = 0.05
-    cossim_power: float = 2.0
-    batch_size: int = 0  # 0: from the device's memory (memory.py)
-    # Icons started from their parent cell's icon reach the fidelity of a cold start in
-    # about three quarters of the steps (BENCHMARKS.md), so they run that many.
-    warm_fraction: float = 0.75
+__all__ = ["IconSpec", "RenderedIcons", "fidelity", "optimize", "pick_device", "pick_precision", "render_icons"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -54,18 +48,24 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def prepare(model: LoadedModel, layer: str, device: torch.device, precision: str,
-            settings: RenderSettings) -> tuple[LayerFn, LayerFn, RenderSettings]:
-    """The network to optimize through, the float32 one to read fidelity with, and settings with a batch size."""
+def prepare(model: LoadedModel, layer: str, device: torch.device, spec: IconSpec) -> tuple[LayerFn, LayerFn, IconSpec]:
+    """The network to optimize through, the float32 one to read fidelity with, and the spec with a batch size.
+
+    The first is built for the part of the layer the spec's objective reads; the second
+    for the whole layer (fidelity reads the centre of the full activations).
+    """
     for p in model.net.parameters():
         p.requires_grad_(False)
-    forward = layer_fn(model, layer, device, precision)
-    scorer = forward if precision == "float32" else layer_fn(model, layer, device)
-    if not settings.batch_size:
-        settings = replace(settings, batch_size=auto_batch_size(forward, settings.size_px, settings.tries, device))
+    spec = spec.with_(precision=pick_precision(spec.precision, device))
+    reads = OBJECTIVES[spec.objective](spec.cossim_power).reads
+    forward = build_forward(model, layer, device, SpeedOptions(precision=spec.precision), reads)
+    # Fidelity reads the full activations (LayerFn.__call__), which the optimizing network gives in float32.
+    scorer = forward if spec.precision == "float32" else build_forward(model, layer, device)
+    if not spec.batch_size:
+        spec = spec.with_(batch_size=auto_batch_size(forward, spec.size_px, spec.tries, device))
     if device.type == "cpu":
-        keep_freed_memory(bytes_per_icon(forward, settings.size_px, device) * settings.batch_size * settings.tries)
-    return forward, scorer, settings
+        keep_freed_memory(bytes_per_icon(forward, spec.size_px, device) * spec.batch_size * spec.tries)
+    return forward, scorer, spec
 
 
 def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: torch.Tensor,
@@ -76,47 +76,60 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
     reuses a renderer's prepared network.
     """
     device = device or icons.device
-    forward = forward or layer_fn(model, layer, device)
+    forward = forward or build_forward(model, layer, device)
     with torch.no_grad():
         acts = forward(icons.to(device))
     return cosine_at_centre(acts.float(), directions.to(device).float()).cpu()
 
 
-def optimize(forward: LayerFn, targets: torch.Tensor, s: RenderSettings,
-             generator: torch.Generator, device: torch.device,
-             observe: Callable[[int, FourierImage], None] | None = None,
-             start: tuple[torch.Tensor, torch.Tensor] | None = None,
-             steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimize one image per unit direction in `targets` (N, C); returns the images and each one's last objective.
+def optimize(forward: LayerFn, objective: Objective, image: ImageParam, targets: torch.Tensor, steps: int,
+             learning_rate: float, generator: torch.Generator, device: torch.device,
+             transforms: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = lucid_views,
+             observe: Callable[[int, ImageParam], None] | None = None) -> torch.Tensor:
+    """Ascend `objective` for `image` (on `device`), one target row (N, C) per image; returns the last scores (N,).
 
-    Images start from seeded noise, except rows `start[0]`, which start from the images
-    `start[1]` (K, 3, S, S). `observe(step, image)`, when given, is called after every
-    step (benchmarks use it to read fidelity along the way; time spent there is the caller's).
+    Each step scores a random view of every image (`transforms`), through `forward`,
+    which was built for what the objective reads. `observe(step, image)`, when given, is
+    called after every step (benchmarks read fidelity along the way; its time is theirs).
     """
-    image = FourierImage(len(targets), s.size_px, generator)
-    if start is not None:
-        image.start_from(*start)
-    image = image.to(device)
     # One kernel for Adam's whole update instead of a dozen tensor ops (same arithmetic).
-    optimizer = torch.optim.Adam(image.parameters(), lr=s.learning_rate, fused=device.type in ("cpu", "cuda"))
-    objective = torch.zeros(len(targets))
-    for step in range(1, (steps or s.steps) + 1):
+    optimizer = torch.optim.Adam(image.parameters(), lr=learning_rate, fused=device.type in ("cpu", "cuda"))
+    score = torch.zeros(len(targets))
+    for step in range(1, steps + 1):
         optimizer.zero_grad(set_to_none=True)
-        # The transforms as one resample of the images in (-1, 1), so that outside reads mid-grey.
-        view = resample(image.signed(), *random_views(len(targets), s.size_px, generator, device))
-        objective = direction_objective(forward.signed(view).float(), targets, s.cossim_power)
-        (-objective.sum()).backward()
+        score = objective(forward.signed(transforms(image.signed(), generator)).float(), targets)
+        (-score.sum()).backward()
         optimizer.step()
         if observe is not None:
             observe(step, image)
+    return score.detach()
+
+
+def optimize_spec(forward: LayerFn, targets: torch.Tensor, spec: IconSpec, generator: torch.Generator,
+                  device: torch.device, start: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  steps: int | None = None, observe: Callable[[int, ImageParam], None] | None = None,
+                  amplitude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (N, 3, S, S) in [0, 1] that `spec`'s parts reach for unit `targets` (N, C), and their last scores.
+
+    Images start from seeded noise, except rows `start[0]`, which start from the images
+    `start[1]` (K, 3, S, S); `steps` overrides the spec's. `amplitude` is natural images'
+    amplitude spectrum, for the parameterizations that fix it (param.NEEDS_AMPLITUDE).
+    """
+    image = PARAMS[spec.param](len(targets), spec.size_px, generator, amplitude)
+    if start is not None:
+        image.start_from(*start)
+    image = image.to(device)
+    score = optimize(forward, OBJECTIVES[spec.objective](spec.cossim_power), image, targets, steps or spec.steps,
+                     spec.learning_rate, generator, device, TRANSFORMS[spec.transforms], observe)
     with torch.no_grad():
-        return image(), objective.detach()
+        return image(), score
 
 
-def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSettings, seed: int,
+def _render_batch(forward, model, layer, directions: torch.Tensor, s: IconSpec, seed: int,
                   device: torch.device, start: np.ndarray | None = None,
                   has_start: np.ndarray | None = None, whiten: np.ndarray | None = None,
-                  scorer: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  scorer: Callable | None = None, amplitude: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
     count = len(directions)
     targets = torch.nn.functional.normalize(directions.float(), dim=1).to(device).repeat(s.tries, 1)
@@ -129,8 +142,9 @@ def _render_batch(forward, model, layer, directions: torch.Tensor, s: RenderSett
         images = torch.from_numpy(np.tile(start[has_start], (s.tries, 1, 1, 1))).permute(0, 3, 1, 2).float() / 255
         begin = (rows, images)
         if has_start.all():
-            steps = max(1, round(s.steps * s.warm_fraction))
-    final, objective = optimize(forward, aims, s, generator, device, start=begin, steps=steps)
+            steps = s.warm_steps()
+    final, objective = optimize_spec(forward, aims, s, generator, device, start=begin, steps=steps,
+                                     amplitude=None if amplitude is None else torch.from_numpy(amplitude))
     scores = fidelity(model, layer, final, targets, device, scorer or forward).view(s.tries, count)
     best = scores.argmax(0)
     pick = (best, torch.arange(count))
@@ -192,7 +206,7 @@ def render_icons(
     model: LoadedModel,
     layer: str,
     directions: np.ndarray,
-    settings: RenderSettings,
+    spec: IconSpec,
     seed: int = 0,
     device: str = "auto",
     cache_dir: Path | None = None,
@@ -200,21 +214,24 @@ def render_icons(
     start: np.ndarray | None = None,
     has_start: np.ndarray | None = None,
     whiten: np.ndarray | None = None,
-    precision: str = "auto",
     note: Callable[[str], None] = lambda m: None,
     engine: Engine | None = None,
     source: ModelSource | None = None,
+    amplitude: np.ndarray | None = None,
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
     Each icon starts from seeded noise, or from `start[i]` (an (S, S, 3) uint8 icon,
-    its parent cell's) where `has_start[i]`, and follows Adam on the direction objective
-    through random transforms; of `tries` starts, the one whose untransformed icon
-    points closest to the direction is kept. `progress` is called with the number of
-    icons finished. With `whiten` (see objectives.whitening), the objective aims at
-    `whiten @ direction` and fidelity is still read against the direction. `precision`
-    is the network's number format while optimizing ("auto", "float32", "bfloat16");
-    fidelity is always read in float32. A damaged cached batch is named through `note`.
+    its parent cell's) where `has_start[i]`, and follows Adam on the spec's objective
+    through its transforms; of `tries` starts, the one whose untransformed icon points
+    closest to the direction is kept. `progress` is called with the number of icons
+    finished. With `whiten` (see objectives.whitening), the objective aims at
+    `whiten @ direction` and fidelity is still read against the direction. `amplitude`
+    (3, S, S // 2 + 1), natural images' amplitude spectrum (param.natural_amplitude), is
+    needed by the parameterizations that fix it (MACO). The spec's
+    precision ("auto", "float32", "bfloat16") and batch size (0: from memory) are decided
+    where the work runs; fidelity is always read in float32. A damaged cached batch is
+    named through `note`.
 
     The batches not in the cache run on `engine` (default: this process), which makes
     the model again from `source` where it runs elsewhere (default: `model.spec`, which
@@ -225,47 +242,53 @@ def render_icons(
     source = source or ModelSource.of(model)
     try:
         with remembered(source, model):
-            return _render_all(engine, source, model, layer, directions, settings, seed, device, cache_dir, progress,
-                               start, has_start, whiten, precision, note)
+            return _render_all(engine, source, model, layer, directions, spec, seed, device, cache_dir, progress,
+                               start, has_start, whiten, note, amplitude)
     finally:
         worker.release_networks()
         model.net.to("cpu", memory_format=torch.contiguous_format)
 
 
-def _render_all(engine, source, model, layer, directions, settings, seed, device, cache_dir, progress, start,
-                has_start, whiten, precision, note) -> RenderedIcons:
-    # "auto" is decided once, where the work runs, and sent with every batch: batches agree.
-    _, (device, precision, memory) = next(engine.map(worker.worker_facts, [(device, precision)]))
-    if not settings.batch_size:
-        memo = cache_dir / "batch-size.json" if cache_dir else None
-        memo_key = make_key("batch size", model.spec, model.weights_id, layer, settings.size_px, settings.tries,
-                            precision, torch.device(device).type, memory)
-        known = _read_memo(memo)
-        if memo_key in known:
-            settings = replace(settings, batch_size=int(known[memo_key]))
-        else:
-            _, size = next(engine.map(worker.probe_batch_size, [(source, layer, device, precision, settings)]))
-            settings = replace(settings, batch_size=size)
-            if memo is not None:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                write_json(memo, {**known, memo_key: settings.batch_size})
+def decide(engine: Engine, source: ModelSource, model: LoadedModel, layer: str, spec: IconSpec, device: str,
+           cache_dir: Path | None) -> tuple[str, IconSpec]:
+    """The device, and the spec with its precision and batch size decided once, where the work runs: batches agree."""
+    _, (device, precision, memory) = next(engine.map(worker.worker_facts, [(device, spec.precision)]))
+    spec = spec.with_(precision=precision)
+    if spec.batch_size:
+        return device, spec
+    memo = cache_dir / "batch-size.json" if cache_dir else None
+    memo_key = make_key("batch size", model.spec, model.weights_id, layer, spec.size_px, spec.tries, spec.objective,
+                        precision, torch.device(device).type, memory)
+    known = _read_memo(memo)
+    if memo_key in known:
+        return device, spec.with_(batch_size=int(known[memo_key]))
+    _, size = next(engine.map(worker.probe_batch_size, [(source, layer, device, spec)]))
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_json(memo, {**known, memo_key: size})
+    return device, spec.with_(batch_size=size)
+
+
+def _render_all(engine, source, model, layer, directions, spec, seed, device, cache_dir, progress, start,
+                has_start, whiten, note, amplitude) -> RenderedIcons:
+    if spec.param in NEEDS_AMPLITUDE and amplitude is None:
+        raise ValueError(f"icons by {spec.param!r} need natural images' amplitude spectrum")
+    amplitude = np.ascontiguousarray(amplitude, np.float32) if spec.param in NEEDS_AMPLITUDE else None
+    device, spec = decide(engine, source, model, layer, spec, device, cache_dir)
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     todo, items = [], []  # (part index, cache path, count), and each one's arguments
-    settings_key = asdict(settings)
-    for first in range(0, len(directions), settings.batch_size):
-        rows = slice(first, first + settings.batch_size)
+    whitened = array_digest(whiten) if whiten is not None else ""
+    for first in range(0, len(directions), spec.batch_size):
+        rows = slice(first, first + spec.batch_size)
         batch = np.ascontiguousarray(directions[rows], dtype=np.float32)
         batch_start = np.ascontiguousarray(start[rows]) if start is not None else None
         batch_has = np.asarray(has_start[rows], bool) if has_start is not None else None
         warm = batch_has is not None and batch_has.any()
         starts = array_digest(batch_has) + array_digest(batch_start[batch_has]) if warm else ""
-        whitened = array_digest(whiten) if whiten is not None else ""
-        # Extras join the key only when set, so float32 icons cached before they existed stay valid.
-        extras = [x for x in (whitened, "" if precision == "float32" else precision) if x]
-        key = artifact_key("icons", model.spec, model.weights_id, layer, settings_key, seed, array_digest(batch), starts,
-                       *extras)
+        key = artifact_key("icons", model.spec, model.weights_id, layer, spec.key_parts(), seed, array_digest(batch),
+                           starts, whitened, array_digest(amplitude) if amplitude is not None else "")
         path = cache_dir / f"{key}.npz" if cache_dir else None
-        part = load_batch(path, len(batch), settings.size_px) if path is not None and path.is_file() else None
+        part = load_batch(path, len(batch), spec.size_px) if path is not None and path.is_file() else None
         if part is None and path is not None and path.is_file():
             note(f"cache: icons/{path.parent.name}/{path.name} is damaged; rendering it again")
         if part is None:
@@ -274,7 +297,7 @@ def _render_all(engine, source, model, layer, directions, settings, seed, device
         else:
             parts[len(parts) + len(todo)] = part
             progress(len(batch))
-    common = (source, layer, device, precision, settings, whiten)
+    common = (source, layer, device, spec, whiten, amplitude)
     for j, part in engine.map(worker.render_batch, items, common):
         index, path, count = todo[j]
         if path is not None:
@@ -282,7 +305,7 @@ def _render_all(engine, source, model, layer, directions, settings, seed, device
         parts[index] = part
         progress(count)
     if not parts:
-        size = settings.size_px
+        size = spec.size_px
         return RenderedIcons(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
     ordered = [parts[i] for i in range(len(parts))]
     return RenderedIcons(*(np.concatenate([p[i] for p in ordered]) for i in range(3)))

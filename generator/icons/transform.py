@@ -17,6 +17,7 @@ times faster on the CPU, and reads the same fidelity (BENCHMARKS.md).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,3 +80,14 @@ def robust_transform(images: torch.Tensor, generator: torch.Generator) -> torch.
     n, _, size, _ = images.shape
     grid, inverse = random_views(n, size, generator, images.device)
     return resample(images - 0.5, grid.to(images.dtype), inverse.to(images.dtype)) + 0.5
+
+
+def lucid_views(signed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The render loop's transforms: a random view of each image in (-1, 1), one resample, gradient by the inverse."""
+    n, _, size, _ = signed.shape
+    grid, inverse = random_views(n, size, generator, signed.device)
+    return resample(signed, grid.to(signed.dtype), inverse.to(signed.dtype))
+
+
+# IconSpec.transforms -> (signed images, generator) -> signed views of them.
+TRANSFORMS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {"lucid": lucid_views}

@@ -2,10 +2,13 @@
 
 Every change here keeps the layer's activations (each is checked against the network
 as loaded, or exact by construction) and only changes how fast a step is
-(BENCHMARKS.md, "what each part buys").
+(BENCHMARKS.md, "what each part buys"). `SpeedOptions` switches each one, for
+benchmarks and for tests; the renderer uses them all.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,6 +22,19 @@ from .surgery import set_module
 from .tape import Tape, same_bits
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+READS = ("all", "centre")  # what part of the layer an objective reads (icons/objectives.py)
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the forward pass is built. Only `precision` changes what a step computes beyond float rounding."""
+
+    precision: str = "float32"  # "float32" or "bfloat16"; "auto" is resolved by pick_precision first
+    fold_batchnorm: bool = True  # batch norms into the convolutions before them (fold.py)
+    same_padding: bool = True  # TensorFlow "SAME" padding in one pass (padding.py)
+    fuse: bool = True  # convolutions and their clips as oneDNN kernels both ways, on the CPU (fuse.py)
+    tape: bool = True  # the fused network as one autograd node (tape.py)
+    centre_only: bool = True  # for an objective that reads only the centre, only what the centre depends on
 
 
 def pick_precision(name: str, device: torch.device) -> str:
@@ -69,8 +85,9 @@ class LayerFn:
     """Images -> the layer's activations, through the network as layer_fn prepared it."""
 
     def __init__(self, model: LoadedModel, net: nn.Module, layer: str, device: torch.device, dtype: torch.dtype,
-                 tape: Tape | None = None):
+                 tape: Tape | None = None, centre_only: bool = False):
         self.model, self.net, self.layer, self.dtype, self.tape = model, net, layer, dtype, tape
+        self.centre_only = centre_only and tape is not None
         self.module = {layer: net.get_submodule(layer)}
         mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
@@ -84,11 +101,11 @@ class LayerFn:
     def signed(self, images: torch.Tensor) -> torch.Tensor:
         """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step).
 
-        Through a tape, only the activations at the layer's centre, (N, C, 1, 1): all that the
-        renderer's objective reads.
+        Built for an objective that reads only the centre, and through a tape, only the
+        activations at the layer's centre, (N, C, 1, 1).
         """
         x = _SignedInput.apply(images, self.scale, self.shift, self.dtype)
-        return self.tape.centre(x) if self.tape is not None else capture(self.net, self.module, x)[self.layer]
+        return self.tape.centre(x) if self.centre_only and self.tape is not None else self.run(x)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The network's input, normalized, in its number format, channels-last -> the layer's activations."""
@@ -100,20 +117,27 @@ class LayerFn:
         return same_bits(lambda v: capture(self.net, self.module, v)[self.layer], self.tape, x)
 
 
-def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: str = "float32") -> LayerFn:
+def build_forward(model: LoadedModel, layer: str, device: torch.device, options: SpeedOptions = SpeedOptions(),
+                  reads: str = "all") -> LayerFn:
     """Images -> the layer's activations; the network stops at the layer.
 
-    Batch norms are folded into the convolutions before them, TensorFlow-style padding
+    `reads` is the part of the layer the objective reads (icons/objectives.py): only
+    with "centre" may `LayerFn.signed` compute the centre alone. Batch norms are folded into the convolutions before them, TensorFlow-style padding
     takes one pass, convolutions run as oneDNN kernels both ways with the clipping
     activations after them fused (on the CPU), and channels-last memory makes the
     convolutions, depthwise ones above all, faster on the CPU (BENCHMARKS.md).
     """
     example = model.normalize(torch.rand(2, 3, model.input_size, model.input_size,
                                          generator=torch.Generator().manual_seed(0)))
-    net = static_same_padding(fold_batchnorm(model.net, layer, example), layer, example)
-    if fusable(device):
+    if reads not in READS:
+        raise ValueError(f"reads must be one of {READS}, not {reads!r}")
+    net = fold_batchnorm(model.net, layer, example) if options.fold_batchnorm else model.net
+    if options.same_padding:
+        net = static_same_padding(net, layer, example)
+    fused = options.fuse and fusable(device)
+    if fused:
         net = fuse_convolutions(net, layer, example)
-    dtype = PRECISIONS[precision]
+    dtype = PRECISIONS[options.precision]
     net = net.to(device, dtype, memory_format=torch.channels_last)
     for name, m in list(net.named_modules()):
         # An in-place activation on a channels-last tensor that autograd tracks copies its
@@ -131,7 +155,8 @@ def layer_fn(model: LoadedModel, layer: str, device: torch.device, precision: st
             m.compute_dtype = torch.float32
         elif _strided_depthwise(m):
             set_module(net, name, _Float32(m))
-    fn = LayerFn(model, net, layer, device, dtype, Tape.make(net, layer) if fusable(device) else None)
+    tape = Tape.make(net, layer) if fused and options.tape else None
+    fn = LayerFn(model, net, layer, device, dtype, tape, options.centre_only and reads == "centre")
     if fn.tape is not None and not fn.tape_matches(example.to(device)):
         fn.tape = None
     return fn
