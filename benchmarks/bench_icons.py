@@ -51,7 +51,7 @@ def atlas_levels(layer: str, cache: str):
     plan, key = stage_images(cfg, cfg.path(cfg.cache), report)
     acts = stage_activations(cfg, model, [layer], plan, key, cfg.path(cfg.cache), report)[layer]
     layout = stage_layout(cfg, layer, acts, cfg.path(cfg.cache), report)
-    return stage_grid(cfg, layer, acts, layout, cfg.path(cfg.cache)), acts
+    return stage_grid(cfg, layer, acts, layout, cfg.path(cfg.cache), report), acts
 
 
 def spread(level, count: int) -> np.ndarray:

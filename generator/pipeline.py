@@ -208,6 +208,10 @@ def stage_names(cfg, model, layer: str, act_folder: Path, layout_folder: Path, l
 
 
 AMPLITUDE_CROPS = 256  # crops averaged for MACO's amplitude spectrum: the mean settles well before
+# icons.method = "auto": MACO keeps natural images' spectrum, so it is taken unless it costs more than this
+# much mean fidelity against Fourier on the probe (BENCHMARKS.md: about 0.03 at blocks.4, 0.05 at blocks.5).
+AUTO_TOLERANCE = 0.04
+AUTO_PROBE = 8  # cells of the first level rendered both ways
 
 
 def stage_amplitude(cfg, model, plan, images_key: str, cache: Path, report) -> np.ndarray:
@@ -243,16 +247,19 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     With `icons.whiten`, the objective aims at directions whitened by the second moments
     of the layer's activations in `act_folder`. Batches not in the cache run on `engine`,
     which makes the model again from `source` (engine.ModelSource) where it runs elsewhere.
-    `amplitude` is stage_amplitude's, for `icons.method = "maco"`.
+    `amplitude` is stage_amplitude's, for `icons.method = "maco"` or "auto" (choose_method picks per layer).
     """
     from .grid import parent_cells
     from .icons import IconSpec, RenderedIcons, render_icons
     from .icons.objectives import whitening
 
     i = cfg.icons
-    spec = IconSpec.from_config(i)
     total = sum(len(lv.cells) for lv in levels)
     whiten = whitening(np.load(act_folder / "activations.npy", mmap_mode="r")) if i.whiten and act_folder else None
+    spec = IconSpec.from_config(i)
+    if i.method == "auto":
+        spec = spec.with_(param=choose_method(cfg, model, layer, levels[0], cache, report, whiten, engine, source,
+                                              label, amplitude))
     rendered = []
     with store.writing(cache / "icons" / layer), report.stage(f"Icons {label or layer}", total) as advance:
         for k, level in enumerate(levels):
@@ -268,6 +275,29 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
     report.note(f"icons {label or layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
     return rendered
+
+
+def choose_method(cfg, model, layer: str, level: Level, cache: Path, report, whiten, engine, source, label: str,
+                  amplitude: np.ndarray) -> str:
+    """"maco" or "fourier" for `layer`: both render AUTO_PROBE cells of `level` spread over it, with the build's
+    settings; MACO is taken unless its mean fidelity falls more than AUTO_TOLERANCE below Fourier's.
+
+    The probe's icons are cached like any others, so a rebuild decides the same without rendering.
+    """
+    from .icons import IconSpec, render_icons
+
+    rows = np.unique(np.linspace(0, len(level.cells) - 1, min(AUTO_PROBE, len(level.cells))).round().astype(int))
+    fid = {}
+    with report.stage(f"Choosing icons' method {label or layer}", 2 * len(rows)) as advance:
+        for method in ("fourier", "maco"):
+            spec = IconSpec.from_config(cfg.icons).with_(param=method)
+            fid[method] = float(render_icons(model, layer, level.directions[rows], spec, cfg.seed, cfg.icons.device,
+                                             cache / "icons" / layer, advance, whiten=whiten, note=report.note,
+                                             engine=engine, source=source, amplitude=amplitude).fidelity.mean())
+    chosen = "maco" if fid["maco"] >= fid["fourier"] - AUTO_TOLERANCE else "fourier"
+    report.note(f"icons {label or layer}: by {chosen} (probe of {len(rows)} cells: fidelity {fid['maco']:.2f} "
+                f"by maco, {fid['fourier']:.2f} by fourier)")
+    return chosen
 
 
 def stage_classes(cfg, view, layer: str, act_folder: Path, class_names: list[str], cache: Path, report) -> Path:
@@ -455,7 +485,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     lap("images")
     act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")
-    amplitude = stage_amplitude(cfg, model, plan, images_key, cache, report) if cfg.icons.method == "maco" else None
+    amplitude = stage_amplitude(cfg, model, plan, images_key, cache, report) \
+        if cfg.icons.method in ("maco", "auto") else None
 
     def map_atlas(cfg, layer: str, act_folder: Path, compare=None, label: str = "") -> Mapped:
         """Layout, grid, icons, trust, names and examples of one atlas's activations in `act_folder`."""

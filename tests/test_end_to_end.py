@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_quick_build_output_tree_and_manifest(quick_site):
     site, log = quick_site
-    assert "preset quick: icons by fourier, 40 px, 32 steps (24 when warm-started), 1 try" in log
+    assert "preset quick: icons by auto, 40 px, 32 steps (24 when warm-started), 1 try" in log
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     assert manifest["schema"] == DATA_SCHEMA and len(manifest["classes"]) == 1000
     assert len(manifest["atlases"]) >= 2

@@ -534,7 +534,7 @@ def test_maco_keeps_the_natural_amplitude_and_optimizes_only_the_phase(image_dir
         before = (other() - pixels[:2]).abs().mean()
         other.start_from(torch.tensor([0, 1]), pixels[:2])
         after = (other() - pixels[:2]).abs()
-    assert after.mean() < 0.01 < before and after.max() < 0.06
+    assert after.mean() < before / 10 and after.max() < 0.15
     with pytest.raises(ValueError, match="amplitude"):
         PARAMS["maco"](1, 32, torch.Generator(), None)
 

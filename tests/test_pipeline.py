@@ -126,7 +126,7 @@ def test_same_seed_same_icons(tiny_config, tmp_path):
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(tiny_config, monkeypatch):
-    cfg = tiny_config(icons={"batch_size": 4})
+    cfg = tiny_config(icons={"batch_size": 4, "method": "fourier"})  # no probe: every batch is a level's
     original = render_module._render_batch
     done = []
 
@@ -165,8 +165,8 @@ class _Notes(Reporter):
 
 
 def test_a_maco_build_renders_from_the_images_own_spectrum(tiny_config):
-    plain = pipeline.build(tiny_config())
-    assert not (plain.out_dir.parent / "cache" / "amplitude").exists()  # only a MACO build needs it
+    plain = pipeline.build(tiny_config(icons={"method": "fourier"}))
+    assert not (plain.out_dir.parent / "cache" / "amplitude").exists()  # a Fourier build does not need it
     maco = pipeline.build(tiny_config(icons={"method": "maco"}, out=str(plain.out_dir.parent / "m")))
     (folder,) = (plain.out_dir.parent / "cache" / "amplitude").iterdir()
     assert np.load(folder / "amplitude.npy").shape == (3, 24, 13)
@@ -176,6 +176,21 @@ def test_a_maco_build_renders_from_the_images_own_spectrum(tiny_config):
     assert maco.manifest["atlases"][0]["fidelity_mean"] > 0
     again = pipeline.build(tiny_config(icons={"method": "maco"}, out=str(plain.out_dir.parent / "m2")))
     assert (again.out_dir / "data" / tile).read_bytes() == (maco.out_dir / "data" / tile).read_bytes()
+
+
+def test_auto_renders_each_layer_by_the_method_its_probe_chooses(tiny_config, monkeypatch):
+    def tile_bytes(result):
+        level = result.manifest["atlases"][0]["level_data"][0]
+        return (result.out_dir / "data" / f"features-2/2-{level['tiles'][0]}.webp").read_bytes()
+
+    root = tiny_config().out
+    built = {m: pipeline.build(tiny_config(icons={"method": m}, out=f"{root}-{m}")) for m in ("fourier", "maco")}
+    for tolerance, expected in ((1.0, "maco"), (-1.0, "fourier")):
+        monkeypatch.setattr(pipeline, "AUTO_TOLERANCE", tolerance)
+        notes = _Notes()
+        auto = pipeline.build(tiny_config(icons={"method": "auto"}, out=f"{root}-auto{expected}"), notes)
+        assert tile_bytes(auto) == tile_bytes(built[expected])
+        assert any(f"features.2: by {expected} (probe of" in line for line in notes.lines)
 
 
 def _strict_json(text):

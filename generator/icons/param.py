@@ -105,7 +105,19 @@ def natural_amplitude(images: torch.Tensor, size: int) -> torch.Tensor:
                                             align_corners=False)
     logits = torch.logit(small.clamp(1 / 512, 1 - 1 / 512))
     spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(_COLOR_SQRT_NORMED))
-    return torch.fft.rfft2(spatial - spatial.mean((2, 3), keepdim=True)).abs().mean(0)
+    mean = torch.fft.rfft2(spatial - spatial.mean((2, 3), keepdim=True)).abs().mean(0)
+    # Averaged over orientations, ring by ring of frequency: a plain mean keeps peaks (JPEG's 8-px blocks,
+    # the crops' straight edges) that MACO turns into a grid across every icon.
+    fy, fx = torch.fft.fftfreq(size)[:, None], torch.fft.rfftfreq(size)[None, :]
+    ring = (torch.sqrt(fx * fx + fy * fy) * size).round().long().flatten()
+    count = torch.zeros(int(ring.max()) + 1).index_add_(0, ring, torch.ones(ring.numel()))
+    rings = torch.stack([torch.zeros(len(count)).index_add_(0, ring, c.flatten()) for c in mean]) / count
+    return rings[:, ring].view_as(mean)
+
+
+# The standardized image's spread before the colour and the sigmoid. At 1, icons read grey, with half the
+# contrast of Fourier ones after the same steps; at 2, alike (BENCHMARKS.md's contact sheets).
+MACO_CONTRAST = 2.0
 
 
 class MacoImage(ImageParam):
@@ -113,8 +125,8 @@ class MacoImage(ImageParam):
 
     MACO (Fel et al., NeurIPS 2023): with the magnitude of natural images, an image cannot
     drift into the high-frequency patterns that deep layers reward, so only where things
-    are (the phase) is free. The spatial image is standardized per image, recorrelated in
-    colour and put through a sigmoid. The phase is used as it is (Horama standardizes it
+    are (the phase) is free. The spatial image is standardized per image, scaled by
+    MACO_CONTRAST, recorrelated in colour and put through a sigmoid. The phase is used as it is (Horama standardizes it
     too), so an image started from another's phase keeps it.
     """
 
@@ -130,7 +142,7 @@ class MacoImage(ImageParam):
 
     def _colour(self, matrix: torch.Tensor) -> torch.Tensor:
         spectrum = torch.polar(self.amplitude.expand_as(self.phase), self.phase)
-        image = _standardized(torch.fft.irfft2(spectrum, s=(self.size, self.size)))
+        image = _standardized(torch.fft.irfft2(spectrum, s=(self.size, self.size))) * MACO_CONTRAST
         n, c, h, w = image.shape
         return torch.matmul(matrix, image.reshape(n, c, h * w)).view(n, c, h, w)
 

@@ -25,7 +25,7 @@ class IconSpec:
     cossim_power: float = _default("icons.cossim_power")
     batch_size: int = _default("icons.batch_size")  # 0: from the device's memory, decided before any key
     precision: str = _default("icons.precision")  # while optimizing; "auto" is decided before any key
-    param: str = _default("icons.method")  # how the image is represented (param.PARAMS)
+    param: str = "fourier"  # how the image is represented (param.PARAMS); the config's "auto" is decided per layer
     objective: str = "direction"  # what is maximized (objectives.OBJECTIVES)
     transforms: str = "lucid"  # what makes it robust (transform.TRANSFORMS)
     # Icons started from their parent cell's icon reach the fidelity of a cold start in
@@ -34,10 +34,11 @@ class IconSpec:
 
     @classmethod
     def from_config(cls, icons) -> "IconSpec":
-        """The spec of a config's `icons` section; precision and batch size may still be "auto" and 0."""
+        """The spec of a config's `icons` section; precision and batch size may still be "auto" and 0, and a
+        method of "auto" is Fourier until the pipeline has chosen for the layer (pipeline.choose_method)."""
         return cls(size_px=icons.size_px, steps=icons.steps, tries=icons.tries, learning_rate=icons.learning_rate,
                    cossim_power=icons.cossim_power, batch_size=icons.batch_size, precision=icons.precision,
-                   param=icons.method)
+                   param="fourier" if icons.method == "auto" else icons.method)
 
     def warm_steps(self) -> int:
         return max(1, round(self.steps * self.warm_fraction))
