@@ -20,6 +20,7 @@ when a skip connection crosses the layer.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -28,6 +29,23 @@ from torch import nn
 from torch.func import jvp, vmap
 
 from .models import LoadedModel
+
+
+@contextlib.contextmanager
+def _composite_attention():
+    """Attention as matrix products and a softmax: the fused kernels have no forward-mode derivative.
+
+    Covers F.scaled_dot_product_attention (timm) and nn.MultiheadAttention's fast path (torchvision).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
 
 
 class _Stop(Exception):
@@ -73,11 +91,11 @@ def multiply_adds(model: LoadedModel, layers: list[str]) -> tuple[int, dict[str,
         if module in wanted and wanted[module] not in at:
             at[wanted[module]] = done[0]
 
-    device = next((p.device for p in model.net.parameters()), torch.device("cpu"))
+    like = next(model.net.parameters(), torch.zeros(()))
     handles = [m.register_forward_hook(count) for m in model.net.modules()]
     try:
         with torch.no_grad():
-            model.net(torch.zeros(1, 3, model.input_size, model.input_size, device=device))
+            model.net(torch.zeros(1, 3, model.input_size, model.input_size, device=like.device, dtype=like.dtype))
     finally:
         for h in handles:
             h.remove()
@@ -115,6 +133,7 @@ class Attributor:
     def __init__(self, model: LoadedModel, layers: list[str], counts: dict[str, int]):
         self.model = model
         self.modules = {name: model.layer(name) for name in layers}
+        self.views = {name: model.view(name) for name in layers}
         self.passes = plan_passes(model, layers, counts)
         self.fallback: RepeatedAttributor | None = None
 
@@ -157,7 +176,7 @@ class Attributor:
                     if name in seen:  # a module called twice: its first output is the layer's
                         return None
                     seen[name] = o
-                    return o * s
+                    return self.views[name].scale(o, s)
 
                 handles.append(self.modules[name].register_forward_hook(hook))
             try:
@@ -166,7 +185,7 @@ class Attributor:
                 for h in handles:
                     h.remove()
 
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _composite_attention():
             # An op without a batching rule runs once per tangent; slower, not wrong, not the user's to fix.
             warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
             _, tangent, acts = vmap(lambda *t: jvp(logits, tuple(scales), t, has_aux=True),
@@ -176,7 +195,7 @@ class Attributor:
         out, start = {}, 0
         for name, count in zip(names, counts):
             attributions = tangent[start:start + count].transpose(0, 1).reshape(batch * count, -1)
-            out[name] = (_vectors(acts[name], positions[name]), attributions)
+            out[name] = (_vectors(self.views[name].to_map(acts[name]), positions[name]), attributions)
             start += count
         return out
 
@@ -195,23 +214,27 @@ class RepeatedAttributor:
     def __init__(self, model: LoadedModel, layers: list[str]):
         self.net = model.net
         self.modules = {name: model.layer(name) for name in layers}
+        self.views = {name: model.view(name) for name in layers}
         self.repeat_input = {name: False for name in layers}
 
     def __call__(self, x: torch.Tensor, positions: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         with torch.no_grad():
             acts = capture(self.net, {name: self.modules[name] for name in positions}, x)
-        return {name: (_vectors(acts[name], pos), self.attribute(name, x, acts[name], pos))
+        return {name: (_vectors(self.views[name].to_map(acts[name]), pos), self.attribute(name, x, acts[name], pos))
                 for name, pos in positions.items()}
 
     def attribute(self, name: str, x: torch.Tensor, acts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) network input, acts (B, C, h, w) the layer's output, positions (B, P, 2) -> (B * P, K)."""
+        """x (B, 3, H, W) network input, acts the layer's output as the network lays it out, positions (B, P, 2) -> (B * P, K)."""
         batch, count = positions.shape[:2]
+        view = self.views[name]
         primal = acts.repeat_interleave(count, 0)
+        fmap = view.to_map(primal)
         rows = positions[..., 0].reshape(-1)
         cols = positions[..., 1].reshape(-1)
         index = torch.arange(batch * count, device=acts.device)
-        tangent = torch.zeros_like(primal)
-        tangent[index, :, rows, cols] = primal[index, :, rows, cols]
+        tangent = torch.zeros_like(fmap)
+        tangent[index, :, rows, cols] = fmap[index, :, rows, cols]
+        tangent = view.from_map(tangent).contiguous()
         with torch.no_grad():
             if not self.repeat_input[name]:
                 try:
@@ -221,7 +244,7 @@ class RepeatedAttributor:
             return self._run(name, x.repeat_interleave(count, 0), primal, tangent)
 
     def _run(self, name: str, x: torch.Tensor, primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
-        with fwAD.dual_level():
+        with fwAD.dual_level(), _composite_attention():
             dual = fwAD.make_dual(primal, tangent)
             handle = self.modules[name].register_forward_hook(lambda _m, _i, _o: dual)
             try:

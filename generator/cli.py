@@ -101,7 +101,7 @@ def list_layers(
     model: str = typer.Option("efficientnet_lite0", help="Model spec, as for `atlas build --model`."),
     all_layers: bool = typer.Option(False, "--all", help="Also list nested modules."),
 ) -> None:
-    """List a model's layers with their output shapes (channels, height, width)."""
+    """List a model's layers with their output shapes (channels, height, width); a transformer's tokens as their grid."""
     try:
         from .models import load_model
 
@@ -112,7 +112,8 @@ def list_layers(
     depth = min((n.count(".") for n in shapes), default=0)
     for name, shape in shapes.items():
         if all_layers or name.count(".") <= depth + 1:
-            mark = "  (default)" if name in loaded.default_layers else ""
+            how = loaded.view(name).describe()
+            mark = (f"  ({how})" if how else "") + ("  (default)" if name in loaded.default_layers else "")
             typer.echo(f"{name:<32} {' x '.join(map(str, shape))}{mark}")
 
 

@@ -59,16 +59,13 @@ class Field:
 
 def receptive_field(model, layer: str, mass: float = FIELD_MASS, probes: int = FIELD_PROBES) -> Field:
     """The effective receptive field of `layer`'s centre position, from the model's own gradient."""
-    from .attribution import capture
-
     size = model.input_size
-    module = model.net.get_submodule(layer)
     magnitude = torch.zeros(size, size, dtype=torch.float64)
     device = next(model.net.parameters()).device
     for probe in range(probes):
         noise = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(probe))
         x = noise.to(device).requires_grad_()
-        acts = capture(model.net, {layer: module}, model.normalize(x))[layer]
+        acts = model.capture([layer], model.normalize(x))[layer]
         h, w = acts.shape[-2:]
         acts[0, :, h // 2, w // 2].sum().backward()
         magnitude += x.grad.detach().abs().sum(1)[0].double().cpu()

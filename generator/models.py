@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from .errors import AtlasError
+from .layers import LayerView, model_hints, view_of
 
 DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.5")}
 INPUT_CHANNELS = 3  # every stage feeds RGB images
@@ -41,6 +42,7 @@ class LoadedModel:
     weights_id: str = ""  # changes when the weights do; part of every cache key
     wordnet_ids: list[str] | None = None  # ImageNet-1k classes' WordNet ids, which name the map's regions
     _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
+    _views: dict[str, LayerView] | None = field(default=None, repr=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1], (N, 3, H, W), as the network's input."""
@@ -49,10 +51,22 @@ class LoadedModel:
         return (images - mean) / std
 
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every module whose output is a (C, H, W) feature map, with that shape, in run order."""
+        """Every module whose output reads as a (C, H, W) feature map (layers.py), with that shape, in run order."""
         if self._shapes is None:
-            self._shapes = _trace_shapes(self.net, self.input_size)
+            self._views, self._shapes = _trace_layers(self.net, self.input_size)
         return self._shapes
+
+    def view(self, name: str) -> LayerView:
+        """How layer `name`'s output reads as a feature map (layers.py)."""
+        self.layer_shapes()
+        return self._views[name]
+
+    def capture(self, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The feature maps (B, C, H, W) of `layers` for network input x; the pass stops once all have run."""
+        from .attribution import capture
+
+        out = capture(self.net, {name: self.layer(name) for name in layers}, x)
+        return {name: self.view(name).to_map(out[name]) for name in layers}
 
     def layer(self, name: str) -> nn.Module:
         """The module called `name`; an unknown name fails naming the closest valid ones."""
@@ -76,25 +90,40 @@ def check_layers(model: LoadedModel, layers: list[str]) -> None:
                      + "".join(f"\n  {name!r}: {hint}" for name, hint in hints.items()))
 
 
-def _trace_shapes(net: nn.Module, size: int) -> dict[str, tuple[int, ...]]:
+def _trace_layers(net: nn.Module, size: int) -> tuple[dict[str, LayerView], dict[str, tuple[int, ...]]]:
+    """Each module whose first output reads as a map, its view and its map's (C, H, W), in run order.
+
+    Traced with a batch of two: an output whose first size is not 2 (Swin's windows,
+    attention's heads folded into the batch) holds no image's places.
+    """
+    views: dict[str, LayerView] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    seen: set[str] = set()
+    prefix, channels_last = model_hints(net)
     handles = []
     for name, module in net.named_modules():
         if not name:
             continue
 
         def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in shapes:
-                shapes[name] = tuple(out.shape[1:])
+            if name in seen:
+                return
+            seen.add(name)
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.shape[0] != 2:
+                return
+            view = view_of(tuple(out.shape), prefix, channels_last)
+            if view is not None:
+                views[name] = view
+                shapes[name] = tuple(view.to_map(out).shape[1:])
 
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            net(torch.zeros(1, INPUT_CHANNELS, size, size))
+            net(torch.zeros(2, INPUT_CHANNELS, size, size))
     finally:
         for h in handles:
             h.remove()
-    return shapes
+    return views, shapes
 
 
 def imagenet_class_names() -> list[str]:
@@ -371,13 +400,37 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
 
 
 def _middle_layers(model: LoadedModel) -> tuple[str, ...]:
-    """Two layers in the back half of the network, for models that name none."""
+    """Two layers in the back half of the network, for models that name none (a transformer: two of its blocks)."""
     shapes = model.layer_shapes()
     # Top-level blocks read best: prefer names with the fewest dots, deepest last.
     depth = min(n.count(".") for n in shapes)
     names = [n for n in shapes if n.count(".") <= depth + 1 and shapes[n][1] >= 3]
     if not names:
         names = list(shapes)
+    # Numbered children ("blocks.3", "encoder_layer_3"), not numbered parts ("fc1", "drop_path2").
+    blocks = [n for n in shapes if model.view(n).kind == "tokens" and re.fullmatch(r"(\w*_)?\d+", n.rsplit(".", 1)[-1])]
+    if blocks:  # a transformer: its blocks, the shallowest numbered token layers
+        names = [n for n in blocks if n.count(".") == min(b.count(".") for b in blocks)]
+    while len(names) > 1 and model.view(names[-1]).kind == "tokens" and not _places_reach_logits(model, names[-1]):
+        names.pop()  # a transformer that reads its class token: the last blocks' patches are never read
     if len(names) == 1:
         return (names[0],)
     return (names[len(names) * 2 // 3 - 1], names[-1]) if len(names) > 2 else tuple(names[-2:])
+
+
+def _places_reach_logits(model: LoadedModel, name: str) -> bool:
+    """Whether the logits depend on layer `name`'s places (not only on its prefix tokens)."""
+    held = {}
+
+    def hook(_m, _i, out):
+        held["out"] = out.detach().requires_grad_()
+        return held["out"]
+
+    handle = model.net.get_submodule(name).register_forward_hook(hook)
+    x = torch.rand(1, INPUT_CHANNELS, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model.net(model.normalize(x)).sum(), held["out"], allow_unused=True)
+    finally:
+        handle.remove()
+    return grad is not None and bool(model.view(name).to_map(grad).abs().sum() > 0)

@@ -87,8 +87,10 @@ class LayerFn:
     def __init__(self, model: LoadedModel, net: nn.Module, layer: str, device: torch.device, dtype: torch.dtype,
                  tape: Tape | None = None, centre_only: bool = False):
         self.model, self.net, self.layer, self.dtype, self.tape = model, net, layer, dtype, tape
+        self.view = model.view(layer)
         self.centre_only = centre_only and tape is not None
         self.module = {layer: net.get_submodule(layer)}
+        self.fits: dict[int, bool] = {}  # input size -> whether the network takes it as it is
         mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
         # normalize((s + 1) / 2) = s * scale + shift for images s in (-1, 1).
@@ -96,7 +98,30 @@ class LayerFn:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1]."""
-        return self.run(self.model.normalize(images).to(self.dtype).contiguous(memory_format=torch.channels_last))
+        x = self.model.normalize(self.sized(images)).to(self.dtype)
+        return self.run(x.contiguous(memory_format=torch.channels_last))
+
+    def sized(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` at a size the network takes: as they are, or enlarged to its input size.
+
+        Convolutional networks take any size; a vision transformer's position embedding
+        fixes it, so an icon is shown to it enlarged (bilinear, so gradients reach every pixel).
+        """
+        size = images.shape[-1]
+        if size == self.model.input_size:
+            return images
+        if size not in self.fits:
+            probe = torch.zeros(1, *images.shape[1:], dtype=self.dtype, device=images.device)
+            try:
+                with torch.no_grad():
+                    self.run(probe.contiguous(memory_format=torch.channels_last))
+                self.fits[size] = True
+            except Exception:  # the network refuses the size (timm's PatchEmbed asserts it)
+                self.fits[size] = False
+        if self.fits[size]:
+            return images
+        return torch.nn.functional.interpolate(images, size=self.model.input_size, mode="bilinear",
+                                               align_corners=False)
 
     def signed(self, images: torch.Tensor) -> torch.Tensor:
         """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step).
@@ -104,12 +129,14 @@ class LayerFn:
         Built for an objective that reads only the centre, and through a tape, only the
         activations at the layer's centre, (N, C, 1, 1).
         """
-        x = _SignedInput.apply(images, self.scale, self.shift, self.dtype)
+        x = _SignedInput.apply(self.sized(images), self.scale, self.shift, self.dtype)
         return self.tape.centre(x) if self.centre_only and self.tape is not None else self.run(x)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's input, normalized, in its number format, channels-last -> the layer's activations."""
-        return self.tape(x) if self.tape is not None else capture(self.net, self.module, x)[self.layer]
+        """The network's input, normalized, in its number format, channels-last -> the layer's map (N, C, H, W)."""
+        if self.tape is not None:
+            return self.tape(x)  # made only for layers that are maps already
+        return self.view.to_map(capture(self.net, self.module, x)[self.layer])
 
     def tape_matches(self, example: torch.Tensor) -> bool:
         """Whether the tape gives the module path's activations and input gradient for `example`, bit for bit."""
@@ -155,7 +182,7 @@ def build_forward(model: LoadedModel, layer: str, device: torch.device, options:
             m.compute_dtype = torch.float32
         elif _strided_depthwise(m):
             set_module(net, name, _Float32(m))
-    tape = Tape.make(net, layer) if fused and options.tape else None
+    tape = Tape.make(net, layer) if fused and options.tape and model.view(layer).kind == "map" else None
     fn = LayerFn(model, net, layer, device, dtype, tape, options.centre_only and reads == "centre")
     if fn.tape is not None and not fn.tape_matches(example.to(device)):
         fn.tape = None
