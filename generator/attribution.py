@@ -95,7 +95,8 @@ def multiply_adds(model: LoadedModel, layers: list[str]) -> tuple[int, dict[str,
     handles = [m.register_forward_hook(count) for m in model.net.modules()]
     try:
         with torch.no_grad():
-            model.net(torch.zeros(1, 3, model.input_size, model.input_size, device=like.device, dtype=like.dtype))
+            model.net(torch.zeros(1, model.channels, model.input_size, model.input_size, device=like.device,
+                                  dtype=like.dtype))
     finally:
         for h in handles:
             h.remove()

@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from .grid import Level, row_cells
-from .images import SamplePlan, open_rgb
+from .display import display_rgb
+from .images import SamplePlan, crop_source, resize_crop
 
 GROUP = 4  # cells a side per sprite: 16 cells of 8 patches of 64 px, about 40 KB of WebP
 PATCH_PX = 64
@@ -63,7 +64,7 @@ def receptive_field(model, layer: str, mass: float = FIELD_MASS, probes: int = F
     magnitude = torch.zeros(size, size, dtype=torch.float64)
     device = next(model.net.parameters()).device
     for probe in range(probes):
-        noise = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(probe))
+        noise = torch.rand(1, model.channels, size, size, generator=torch.Generator().manual_seed(probe))
         x = noise.to(device).requires_grad_()
         acts = model.capture([layer], model.normalize(x))[layer]
         h, w = acts.shape[-2:]
@@ -134,12 +135,12 @@ def patch_boxes(positions: np.ndarray, plan: SamplePlan, field: Field) -> tuple[
 
 
 def cut_patches(plan: SamplePlan, images: np.ndarray, boxes: np.ndarray, px: int = PATCH_PX) -> np.ndarray:
-    """(n, px, px, 3) uint8 patches, each source image opened once."""
+    """(n, px, px, 3) uint8 patches to show (display.py maps other channel counts), each source image opened once."""
     out = np.zeros((len(images), px, px, 3), np.uint8)
     for index in np.unique(images):
-        picture = open_rgb(plan.images[int(index)])
+        source = crop_source(plan.images[int(index)], plan.channels)
         for i in np.flatnonzero(images == index):
-            out[i] = np.asarray(picture.resize((px, px), Image.BICUBIC, box=tuple(float(v) for v in boxes[i])))
+            out[i] = display_rgb(resize_crop(source, tuple(float(v) for v in boxes[i]), px))
     return out
 
 

@@ -25,7 +25,7 @@ from .errors import AtlasError
 from .layers import LayerView, model_hints, view_of
 
 DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.5")}
-INPUT_CHANNELS = 3  # every stage feeds RGB images
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -36,8 +36,9 @@ class LoadedModel:
     net: nn.Module
     class_names: list[str]
     input_size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # one per input channel
+    std: tuple[float, ...] = IMAGENET_STD
+    channels: int = 3  # 3: RGB; 1: greyscale or a spectrogram; other counts read .npy arrays (images.py)
     default_layers: tuple[str, ...] = ()
     weights_id: str = ""  # changes when the weights do; part of every cache key
     wordnet_ids: list[str] | None = None  # ImageNet-1k classes' WordNet ids, which name the map's regions
@@ -45,15 +46,15 @@ class LoadedModel:
     _views: dict[str, LayerView] | None = field(default=None, repr=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1], (N, 3, H, W), as the network's input."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        """Images in [0, 1], (N, C, H, W), as the network's input."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std
 
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every module whose output reads as a (C, H, W) feature map (layers.py), with that shape, in run order."""
         if self._shapes is None:
-            self._views, self._shapes = _trace_layers(self.net, self.input_size)
+            self._views, self._shapes = _trace_layers(self.net, self.input_size, self.channels)
         return self._shapes
 
     def view(self, name: str) -> LayerView:
@@ -90,7 +91,7 @@ def check_layers(model: LoadedModel, layers: list[str]) -> None:
                      + "".join(f"\n  {name!r}: {hint}" for name, hint in hints.items()))
 
 
-def _trace_layers(net: nn.Module, size: int) -> tuple[dict[str, LayerView], dict[str, tuple[int, ...]]]:
+def _trace_layers(net: nn.Module, size: int, channels: int) -> tuple[dict[str, LayerView], dict[str, tuple[int, ...]]]:
     """Each module whose first output reads as a map, its view and its map's (C, H, W), in run order.
 
     Traced with a batch of two: an output whose first size is not 2 (Swin's windows,
@@ -119,7 +120,7 @@ def _trace_layers(net: nn.Module, size: int) -> tuple[dict[str, LayerView], dict
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            net(torch.zeros(2, INPUT_CHANNELS, size, size))
+            net(torch.zeros(2, channels, size, size))
     finally:
         for h in handles:
             h.remove()
@@ -162,12 +163,13 @@ def _brief(exc: BaseException, limit: int = 240) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _num_classes(net: nn.Module, size: int, spec: str) -> int:
+def _num_classes(net: nn.Module, size: int, channels: int, spec: str) -> int:
     try:
         with torch.no_grad():
-            out = net(torch.zeros(1, INPUT_CHANNELS, size, size))
+            out = net(torch.zeros(1, channels, size, size))
     except Exception as exc:  # a user's network that cannot take the images it will be given
-        raise AtlasError(f"model {spec} fails on a batch of {INPUT_CHANNELS}-channel {size} x {size} images: "
+        hint = " (set CHANNELS beside the factory if that is not its input's)" if ".py:" in spec else ""
+        raise AtlasError(f"model {spec} fails on a batch of {channels}-channel {size} x {size} images{hint}: "
                          f"{_brief(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise AtlasError("the model must return class logits of shape (batch, classes)")
@@ -262,14 +264,19 @@ def _load_timm(name: str) -> LoadedModel:
     return LoadedModel(
         spec=f"timm:{name}", net=net.eval(), class_names=imagenet_class_names() if net.num_classes == 1000 else
         [f"class {i}" for i in range(net.num_classes)], input_size=cfg["input_size"][-1],
-        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), weights_id=str(cfg.get("hf_hub_id", name)),
+        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), channels=int(cfg["input_size"][0]),
+        weights_id=str(cfg.get("hf_hub_id", name)),
         wordnet_ids=imagenet_wnids() if net.num_classes == 1000 else None,
     )
 
 
 def _metadata(module, path: Path) -> dict:
-    """The preprocessing and names a user's module sets beside its factory, checked."""
-    meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "MEAN", "STD", "LAYERS", "CLASS_NAMES") if hasattr(module, k)}
+    """The preprocessing and names a user's module sets beside its factory, checked before the factory runs.
+
+    MEAN and STD hold one number per channel: CHANNELS of them, or without CHANNELS, red, green and blue's.
+    """
+    meta = {k: getattr(module, k) for k in ("INPUT_SIZE", "CHANNELS", "MEAN", "STD", "LAYERS", "CLASS_NAMES")
+            if hasattr(module, k)}
     problems = []
 
     def need(ok: bool, key: str, allowed: str) -> None:
@@ -279,9 +286,15 @@ def _metadata(module, path: Path) -> dict:
     def is_number(x, kind=numbers.Real) -> bool:
         return isinstance(x, kind) and not isinstance(x, bool)
 
+    count = meta.get("CHANNELS")
+    need(is_number(count, numbers.Integral) and 1 <= count <= 64, "CHANNELS",
+         "must be the number of input channels, from 1 to 64: 3 for RGB, 1 for greyscale or a spectrogram")
+    given = is_number(count, numbers.Integral) and 1 <= count <= 64
+    count = count if given else 3
+
     def per_channel(value) -> bool:  # a tuple, a list or an array
         items = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else None
-        return items is not None and len(items) == INPUT_CHANNELS and all(is_number(x) for x in items)
+        return items is not None and len(items) == count and all(is_number(x) for x in items)
 
     def names(value) -> bool:
         return isinstance(value, (list, tuple)) and all(isinstance(x, str) and x for x in value)
@@ -289,7 +302,8 @@ def _metadata(module, path: Path) -> dict:
     size = meta.get("INPUT_SIZE")
     need(is_number(size, numbers.Integral) and 8 <= size <= 4096, "INPUT_SIZE",
          "must be a whole number of pixels from 8 to 4096, e.g. 224")
-    channels = f"must be {INPUT_CHANNELS} numbers, one per input channel (red, green, blue)"
+    channels = f"must be {count} number{'s' if count != 1 else ''}, one per input channel" + (
+        "" if given else " (red, green, blue; set CHANNELS for a model of other inputs)")
     need(per_channel(meta.get("MEAN")), "MEAN", channels)
     need(per_channel(meta.get("STD")) and all(x > 0 for x in meta["STD"]), "STD", channels + ", each > 0")
     need(names(meta.get("LAYERS")), "LAYERS", 'must be a list of layer names, e.g. ["layer3", "layer4"]')
@@ -347,18 +361,28 @@ def _load_file(path_str: str, factory: str, checkpoint: str) -> LoadedModel:
         digest.update(Path(checkpoint).read_bytes())
     else:
         digest.update(_state_digest(net).encode())
+    # Set MEAN describes RGB unless CHANNELS says otherwise; with neither, the network says what it reads.
+    channels = int(meta.get("CHANNELS") or (3 if "MEAN" in meta else _first_conv_channels(net)))
+    # Without MEAN and STD: ImageNet's for RGB; otherwise inputs in [0, 1] taken to [-1, 1].
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
     return LoadedModel(
         spec=f"{path_str}:{factory}", net=net.eval(), class_names=list(meta.get("CLASS_NAMES", [])),
-        input_size=int(meta.get("INPUT_SIZE", 224)), mean=tuple(map(float, meta.get("MEAN", (0.485, 0.456, 0.406)))),
-        std=tuple(map(float, meta.get("STD", (0.229, 0.224, 0.225)))), default_layers=tuple(meta.get("LAYERS", ())),
+        input_size=int(meta.get("INPUT_SIZE", 224)), mean=tuple(map(float, meta.get("MEAN", mean))),
+        std=tuple(map(float, meta.get("STD", std))), channels=channels, default_layers=tuple(meta.get("LAYERS", ())),
         weights_id=digest.hexdigest()[:16],
     )
+
+
+def _first_conv_channels(net: nn.Module) -> int:
+    """The input channels of a network's first convolution (3 when it has none): what it was built to read."""
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
 
 
 def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel:
     """Load the classifier named by `spec` (see the module docstring), in eval mode on the CPU.
 
-    A user's module may set INPUT_SIZE, MEAN, STD, LAYERS and CLASS_NAMES beside its
+    A user's module may set INPUT_SIZE, CHANNELS, MEAN, STD, LAYERS and CLASS_NAMES beside its
     factory, and `checkpoint` (a state-dict file) applies to such a model only. `labels`
     (a text file, one name a line) overrides the class names. Raises AtlasError for a
     value of the wrong kind or length, and for a factory, checkpoint or forward pass that fails.
@@ -384,7 +408,7 @@ def load_model(spec: str, checkpoint: str = "", labels: str = "") -> LoadedModel
             f"unknown model {spec!r}: use efficientnet_lite0, torchvision:NAME[:WEIGHTS], timm:NAME "
             "or path/to/file.py:factory"
         )
-    count = _num_classes(model.net, model.input_size, model.spec)
+    count = _num_classes(model.net, model.input_size, model.channels, model.spec)
     if labels or (model.wordnet_ids and len(model.wordnet_ids) != count):
         model.wordnet_ids = None  # the classes are not ImageNet's any more
     if labels:
@@ -427,7 +451,7 @@ def _places_reach_logits(model: LoadedModel, name: str) -> bool:
         return held["out"]
 
     handle = model.net.get_submodule(name).register_forward_hook(hook)
-    x = torch.rand(1, INPUT_CHANNELS, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, model.channels, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(model.net(model.normalize(x)).sum(), held["out"], allow_unused=True)

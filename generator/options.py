@@ -142,8 +142,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("model.checkpoint", "", "State-dict file loaded into a path/to/file.py:factory model."),
     Option("model.labels", "", "Text file of class names, one a line."),
 
-    Option("images.dir", "", "Folder of jpg, png or webp images, read recursively; empty: the embedded "
-           "photographs.", example="images"),
+    Option("images.dir", "", "Folder of jpg, png, webp, bmp, gif or tiff images, or .npy arrays (a "
+           "spectrogram, say), read recursively; empty: the embedded photographs.", example="images"),
     Option("images.crops_per_image", 0, "Crops taken from each image; 0: one centre crop per image of a "
            "folder, `default_crops` over the embedded photographs.", range=Range(0)),
     Option("images.default_crops", 600, "Random crops taken over the embedded photographs.", range=Range(1)),

@@ -41,8 +41,8 @@ def _file_stamps(paths: list[Path]) -> list:
     return stamps
 
 
-def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan, str]:
-    """samples.json: the images found and the crops taken from them."""
+def stage_images(cfg: Config, cache: Path, report: Reporter, channels: int = 3) -> tuple[SamplePlan, str]:
+    """samples.json: the images found and the crops taken from them, read with the model's `channels`."""
     if cfg.images.dir:
         paths = find_images(cfg.path(cfg.images.dir))
         if not paths:
@@ -51,12 +51,13 @@ def stage_images(cfg: Config, cache: Path, report: Reporter) -> tuple[SamplePlan
     else:
         paths = default_photos()
         per_image = cfg.images.crops_per_image or math.ceil(cfg.images.default_crops / len(paths))
-    key = store.artifact_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed)
+    key = store.artifact_key("images", _file_stamps(paths), per_image, cfg.images.max_images, cfg.seed,
+                             *([channels] if channels != 3 else []))  # RGB keeps the keys it had
     folder = cache / "images" / key
 
     def make(folder: Path) -> dict:
         with report.stage("Reading images", None):
-            plan = plan_samples(paths, per_image, cfg.seed, cfg.images.max_images)
+            plan = plan_samples(paths, per_image, cfg.seed, cfg.images.max_images, channels)
         store.write_json(folder / "samples.json", plan.to_json())
         return {"images": len(plan.images), "crops": len(plan.crops)}
 
@@ -215,7 +216,7 @@ AUTO_PROBE = 8  # cells of the first level rendered both ways
 
 
 def stage_amplitude(cfg, model, plan, images_key: str, cache: Path, report) -> np.ndarray:
-    """amplitude.npy (3, S, S // 2 + 1) float32: the mean amplitude spectrum of up to AMPLITUDE_CROPS of the
+    """amplitude.npy (C, S, S // 2 + 1) float32: the mean amplitude spectrum of up to AMPLITUDE_CROPS of the
     build's crops at the icon's size S, in decorrelated colour: MACO's magnitude (icons/param.py)."""
     from .icons.param import natural_amplitude
 
@@ -481,7 +482,7 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
     if engine.name != "local":
         report.note(f"engine: {engine.describe()}")
     lap("model")
-    plan, images_key = stage_images(cfg, cache, report)
+    plan, images_key = stage_images(cfg, cache, report, model.channels)
     lap("images")
     act_folders = stage_activations(cfg, model, layers, plan, images_key, cache, report, engine, source)
     lap("activations")

@@ -30,6 +30,7 @@ from PIL import Image
 
 from . import examples as examples_module
 from . import regions
+from .display import display_rgb
 from .grid import Level
 from .regions import js_json, write_script
 
@@ -51,7 +52,9 @@ def tile_cells(icon_px: int) -> int:
 
 
 def write_tiles(level: Level, icons: np.ndarray, folder: Path) -> tuple[int, list[str]]:
-    """Write level's icons (M, S, S, 3) into tiles `<size>-<tx>-<ty>.webp`; returns tile_cells and the tiles made."""
+    """Write level's icons (M, S, S, C) into tiles `<size>-<tx>-<ty>.webp`, shown as display_rgb does;
+    returns tile_cells and the tiles made."""
+    icons = display_rgb(icons)
     icon = icons.shape[1] if len(icons) else 1
     span = tile_cells(icon)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -71,7 +74,8 @@ def write_tiles(level: Level, icons: np.ndarray, folder: Path) -> tuple[int, lis
 
 
 def write_overview(level: Level, icons: np.ndarray, path: Path, size_px: int = 512) -> None:
-    """The level's icons at their grid positions on white, scaled to `size_px` square."""
+    """The level's icons (M, S, S, C) at their grid positions on white, scaled to `size_px` square."""
+    icons = display_rgb(icons)
     icon = icons.shape[1]
     canvas = np.full((level.size * icon, level.size * icon, 3), 255, np.uint8)
     for cell, image in zip(level.cells, icons):

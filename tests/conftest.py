@@ -19,6 +19,7 @@ from PIL import Image
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 TINY_SPEC = f"{TESTS / 'tiny_model.py'}:tiny"
+MONO_SPEC = f"{TESTS / 'mono_model.py'}:mono"
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
 torch.set_num_threads(2)
@@ -48,6 +49,33 @@ def image_dir(tmp_path_factory) -> Path:
         sub.mkdir(parents=True, exist_ok=True)
         name = "jack-o'-lantern.jpg" if i == 0 else f"img{i:02d}.png"
         synthetic_image(rng).save(sub / name)
+    return folder
+
+
+def synthetic_spectrogram(rng: np.random.Generator, bins: int = 64, frames: int = 96) -> np.ndarray:
+    """(bins, frames) float32 in [0, 1]: a few gliding harmonics over noise, like a call's log-mel spectrogram."""
+    t = np.linspace(0, 1, frames)
+    rows = np.arange(bins)[:, None]
+    image = 0.1 * rng.random((bins, frames))
+    base, glide = rng.uniform(4, 14), rng.uniform(-8, 8)
+    for harmonic in range(1, 4):
+        track = harmonic * (base + glide * np.sin(rng.uniform(2, 8) * t))
+        image += rng.uniform(0.3, 0.7) / harmonic * np.exp(-(rows - track[None]) ** 2 / 6)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def spectrogram_dir(tmp_path_factory) -> Path:
+    """12 spectrograms as .npy arrays in (H, W) and (1, H, W) layouts, 4 greyscale PNGs and one RGB JPEG."""
+    folder = tmp_path_factory.mktemp("spectrograms")
+    rng = np.random.default_rng(5)
+    for i in range(12):
+        spec = synthetic_spectrogram(rng)
+        np.save(folder / f"call{i:02d}.npy", spec if i % 2 else spec[None])
+    for i in range(4):
+        grey = (synthetic_spectrogram(rng) * 255).astype(np.uint8)
+        Image.fromarray(grey, "L").save(folder / f"grey{i}.png")
+    synthetic_image(rng).save(folder / "colour.jpg")
     return folder
 
 

@@ -94,10 +94,11 @@ def test_bad_model_metadata_and_checkpoint(tmp_path):
         "def make():\n    return torch.nn.Conv2d(3, 8, 3)\n"
     )
     message = _error(runner.invoke(app, ["layers", "--model", f"{model}:make"]), lines=5)
+    rgb = "red, green, blue; set CHANNELS for a model of other inputs"
     assert message == [f"error: model file {model} sets bad metadata:",
                        "  INPUT_SIZE = 'big': must be a whole number of pixels from 8 to 4096, e.g. 224",
-                       "  MEAN = (0.5, 0.5): must be 3 numbers, one per input channel (red, green, blue)",
-                       "  STD = ('a', 'b', 'c'): must be 3 numbers, one per input channel (red, green, blue), each > 0",
+                       f"  MEAN = (0.5, 0.5): must be 3 numbers, one per input channel ({rgb})",
+                       f"  STD = ('a', 'b', 'c'): must be 3 numbers, one per input channel ({rgb}), each > 0",
                        "  LAYERS = 'features.2': must be a list of layer names, e.g. [\"layer3\", \"layer4\"]"]
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\n")

@@ -75,17 +75,19 @@ def test_bad_metadata_is_reported_before_the_factory_runs(tmp_path):
     with pytest.raises(AtlasError) as err:
         load_model(spec)
     assert str(err.value).splitlines()[1:] == [
-        "  STD = (0.5, 0.0, 0.5): must be 3 numbers, one per input channel (red, green, blue), each > 0",
+        "  STD = (0.5, 0.0, 0.5): must be 3 numbers, one per input channel "
+        "(red, green, blue; set CHANNELS for a model of other inputs), each > 0",
         "  CLASS_NAMES = 'cat dog': must be a list of class names, one per output",
     ]
 
 
-def test_a_model_that_cannot_take_rgb_images_says_so(tmp_path):
+def test_a_model_that_cannot_take_its_images_says_so(tmp_path):
     path = tmp_path / "grey.py"
-    path.write_text("import torch\n"
+    path.write_text("import torch\nCHANNELS = 3\n"
                     "def grey():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())\n"
                     "def lazy():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))\n")
-    with pytest.raises(AtlasError, match=r"grey fails on a batch of 3-channel 224 x 224 images: RuntimeError: "):
+    with pytest.raises(AtlasError, match=r"grey fails on a batch of 3-channel 224 x 224 images "
+                                         r"\(set CHANNELS beside the factory if that is not its input's\): RuntimeError: "):
         load_model(f"{path}:grey")
     with pytest.raises(AtlasError, match=r"lazy\(\) returns a model with lazy modules"):
         load_model(f"{path}:lazy")

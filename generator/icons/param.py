@@ -1,5 +1,8 @@
 """Images as parameters: a scaled Fourier spectrum in decorrelated colour, through a sigmoid.
 
+A model with other than 3 input channels (a spectrogram's 1) has no colour to decorrelate:
+its images take `colour_basis`'s identity instead, and are otherwise made the same way.
+
 What the render loop asks of a parameterization is `ImageParam`; a new one (MACO, a
 single-channel image) subclasses it and joins `PARAMS`, and the loop is unchanged.
 
@@ -18,6 +21,12 @@ import torch
 # Square root of the colour correlation of ImageNet images (Lucid's `color_correlation_svd_sqrt`).
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOR_SQRT_NORMED = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+def colour_basis(channels: int) -> torch.Tensor:
+    """(C, C): what takes the optimized channels to the image's: ImageNet's colour correlation for RGB,
+    the identity for any other count of channels (their correlation is unknown)."""
+    return _COLOR_SQRT_NORMED.clone() if channels == 3 else torch.eye(channels)
 
 
 def frequency_scale(size: int, decay_power: float = 1.0) -> torch.Tensor:
@@ -50,22 +59,22 @@ class ImageParam(torch.nn.Module):
 
 
 class FourierImage(ImageParam):
-    """A batch of `count` RGB images of `size` px, parameterized by their spectra."""
+    """A batch of `count` images of `size` px with `channels` channels, parameterized by their spectra."""
 
-    def __init__(self, count: int, size: int, generator: torch.Generator, init_std: float = 0.01):
+    def __init__(self, count: int, size: int, generator: torch.Generator, init_std: float = 0.01, channels: int = 3):
         super().__init__()
         self.size = size
-        shape = (count, 3, size, size // 2 + 1, 2)
+        shape = (count, channels, size, size // 2 + 1, 2)
         self.spectrum = torch.nn.Parameter(torch.randn(shape, generator=generator) * init_std)
         # The quarter folded into the scale is exact: a power of two, through a linear transform.
         self.register_buffer("scale", frequency_scale(size) / 4.0)
-        self.register_buffer("color", _COLOR_SQRT_NORMED.clone())
+        self.register_buffer("color", colour_basis(channels))
         # sigmoid(z) = (1 + tanh(z / 2)) / 2: the halving rides in the colour matrix.
-        self.register_buffer("color_half", _COLOR_SQRT_NORMED / 2)
+        self.register_buffer("color_half", colour_basis(channels) / 2)
 
     @torch.no_grad()
     def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
-        """Set the images at `rows` to `images` (K, 3, S, S) in [0, 1], by running the parameterization backwards."""
+        """Set the images at `rows` to `images` (K, C, S, S) in [0, 1], by running the parameterization backwards."""
         logits = torch.logit(images.float().clamp(1 / 512, 1 - 1 / 512))
         spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(self.color))
         spectrum = torch.fft.rfft2(spatial) / self.scale
@@ -79,7 +88,7 @@ class FourierImage(ImageParam):
         return torch.matmul(matrix, image.reshape(n, c, h * w)).view(n, c, h, w)
 
     def forward(self) -> torch.Tensor:
-        """(count, 3, size, size) in [0, 1]."""
+        """(count, C, size, size) in [0, 1]."""
         return torch.sigmoid(self._colour(self.color))
 
     def signed(self) -> torch.Tensor:
@@ -95,7 +104,7 @@ def _standardized(x: torch.Tensor) -> torch.Tensor:
 
 
 def natural_amplitude(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, size, size // 2 + 1): the mean amplitude spectrum of `images` (N, 3, H, W) in [0, 1], in decorrelated colour.
+    """(C, size, size // 2 + 1): the mean amplitude spectrum of `images` (N, C, H, W) in [0, 1], in decorrelated colour.
 
     MACO's magnitude, from the build's own images, so nothing is downloaded: each image is
     resized to the icon's size, taken back through the sigmoid and the colour
@@ -104,7 +113,7 @@ def natural_amplitude(images: torch.Tensor, size: int) -> torch.Tensor:
     small = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
                                             align_corners=False)
     logits = torch.logit(small.clamp(1 / 512, 1 - 1 / 512))
-    spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(_COLOR_SQRT_NORMED))
+    spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(colour_basis(images.shape[1])))
     mean = torch.fft.rfft2(spatial - spatial.mean((2, 3), keepdim=True)).abs().mean(0)
     # Averaged over orientations, ring by ring of frequency: a plain mean keeps peaks (JPEG's 8-px blocks,
     # the crops' straight edges) that MACO turns into a grid across every icon.
@@ -121,7 +130,7 @@ MACO_CONTRAST = 2.0
 
 
 class MacoImage(ImageParam):
-    """A batch of RGB images whose Fourier amplitude is fixed to natural images' and whose phase is optimized.
+    """A batch of images whose Fourier amplitude is fixed to natural images' and whose phase is optimized.
 
     MACO (Fel et al., NeurIPS 2023): with the magnitude of natural images, an image cannot
     drift into the high-frequency patterns that deep layers reward, so only where things
@@ -132,13 +141,15 @@ class MacoImage(ImageParam):
 
     def __init__(self, count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor):
         super().__init__()
-        if amplitude.shape != (3, size, size // 2 + 1):
-            raise ValueError(f"an amplitude of shape {(3, size, size // 2 + 1)} is needed, not {tuple(amplitude.shape)}")
+        channels = amplitude.shape[0]  # the images', whose spectrum it is
+        if amplitude.shape != (channels, size, size // 2 + 1):
+            raise ValueError(f"an amplitude of shape {(channels, size, size // 2 + 1)} is needed, "
+                             f"not {tuple(amplitude.shape)}")
         self.size = size
-        self.phase = torch.nn.Parameter(torch.randn((count, 3, size, size // 2 + 1), generator=generator))
+        self.phase = torch.nn.Parameter(torch.randn((count, channels, size, size // 2 + 1), generator=generator))
         self.register_buffer("amplitude", amplitude.float().clone())
-        self.register_buffer("color", _COLOR_SQRT_NORMED.clone())
-        self.register_buffer("color_half", _COLOR_SQRT_NORMED / 2)
+        self.register_buffer("color", colour_basis(channels))
+        self.register_buffer("color_half", colour_basis(channels) / 2)
 
     def _colour(self, matrix: torch.Tensor) -> torch.Tensor:
         spectrum = torch.polar(self.amplitude.expand_as(self.phase), self.phase)
@@ -154,24 +165,27 @@ class MacoImage(ImageParam):
 
     @torch.no_grad()
     def start_from(self, rows: torch.Tensor, images: torch.Tensor) -> None:
-        """Give the images at `rows` the phase of `images` (K, 3, S, S) in [0, 1]; the amplitude stays natural."""
+        """Give the images at `rows` the phase of `images` (K, C, S, S) in [0, 1]; the amplitude stays natural."""
         logits = torch.logit(images.float().clamp(1 / 512, 1 - 1 / 512))
         spatial = torch.einsum("ndhw,cd->nchw", logits, torch.linalg.inv(self.color))
         self.phase[rows] = torch.angle(torch.fft.rfft2(spatial)).to(self.phase.dtype)
 
 
-def _fourier(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None) -> ImageParam:
-    return FourierImage(count, size, generator)
+def _fourier(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None,
+             channels: int = 3) -> ImageParam:
+    return FourierImage(count, size, generator, channels=channels)
 
 
-def _maco(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None) -> ImageParam:
+def _maco(count: int, size: int, generator: torch.Generator, amplitude: torch.Tensor | None,
+          channels: int = 3) -> ImageParam:
     if amplitude is None:
         raise ValueError("MACO needs the amplitude spectrum of the build's images (natural_amplitude)")
+    if amplitude.shape[0] != channels:
+        raise ValueError(f"an amplitude spectrum of {amplitude.shape[0]} channels cannot make {channels}-channel images")
     return MacoImage(count, size, generator, amplitude)
 
 
-# IconSpec.param -> (count, size_px, generator, amplitude or None) -> the images to optimize.
-PARAMS: dict[str, Callable[[int, int, torch.Generator, torch.Tensor | None], ImageParam]] = {
-    "fourier": _fourier, "maco": _maco}
+# IconSpec.param -> (count, size_px, generator, amplitude or None, channels) -> the images to optimize.
+PARAMS: dict[str, Callable[..., ImageParam]] = {"fourier": _fourier, "maco": _maco}
 # Which parameterizations read natural images' amplitude spectrum.
 NEEDS_AMPLITUDE = {"maco"}

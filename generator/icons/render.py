@@ -1,6 +1,6 @@
 """The optimization loop: icons for many directions at once, and their fidelity.
 
-Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, 3) uint8,
+Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, C) uint8 (C, the model's input channels),
 `fidelity` and `objective` (B,) float32 and `digest`, their sha256, one file per batch
 of directions. A batch's key covers the model, layer, its directions and starts, and the
 IconSpec (spec.py) whole, so unchanged batches are never rendered twice and an
@@ -72,7 +72,7 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
              device: torch.device | None = None, forward: Callable | None = None) -> torch.Tensor:
     """Cosine between each direction and the activation at the centre of its untransformed icon.
 
-    icons (N, 3, S, S) in [0, 1]; directions (N, C). Returns (N,) on the CPU. `forward`
+    icons (N, C', S, S) in [0, 1]; directions (N, C). Returns (N,) on the CPU. `forward`
     reuses a renderer's prepared network.
     """
     device = device or icons.device
@@ -109,13 +109,13 @@ def optimize_spec(forward: LayerFn, targets: torch.Tensor, spec: IconSpec, gener
                   device: torch.device, start: tuple[torch.Tensor, torch.Tensor] | None = None,
                   steps: int | None = None, observe: Callable[[int, ImageParam], None] | None = None,
                   amplitude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (N, 3, S, S) in [0, 1] that `spec`'s parts reach for unit `targets` (N, C), and their last scores.
+    """The images (N, C, S, S) in [0, 1] that `spec`'s parts reach for unit `targets` (N, C), and their last scores.
 
     Images start from seeded noise, except rows `start[0]`, which start from the images
-    `start[1]` (K, 3, S, S); `steps` overrides the spec's. `amplitude` is natural images'
+    `start[1]` (K, C, S, S); `steps` overrides the spec's. `amplitude` is natural images'
     amplitude spectrum, for the parameterizations that fix it (param.NEEDS_AMPLITUDE).
     """
-    image = PARAMS[spec.param](len(targets), spec.size_px, generator, amplitude)
+    image = PARAMS[spec.param](len(targets), spec.size_px, generator, amplitude, forward.model.channels)
     if start is not None:
         image.start_from(*start)
     image = image.to(device)
@@ -183,13 +183,13 @@ def load_batch(path: Path, count: int, size_px: int) -> tuple[np.ndarray, np.nda
             digest = str(saved["digest"])
     except (OSError, ValueError, KeyError, EOFError, struct.error, zipfile.BadZipFile):
         return None
-    if digest != _digest(part) or part[0].shape != (count, size_px, size_px, 3):
+    if digest != _digest(part) or part[0].shape[:3] != (count, size_px, size_px):
         return None
     return part
 
 
 class RenderedIcons(NamedTuple):
-    icons: np.ndarray  # (M, S, S, 3) uint8
+    icons: np.ndarray  # (M, S, S, C) uint8, C the model's input channels (tiles.display_rgb shows them)
     fidelity: np.ndarray  # (M,) float32: cosine of direction and the untransformed icon's centre activation
     objective: np.ndarray  # (M,) float32: the objective at the last step
 
@@ -221,13 +221,13 @@ def render_icons(
 ) -> RenderedIcons:
     """Icons, their fidelity and final objective for directions (M, C).
 
-    Each icon starts from seeded noise, or from `start[i]` (an (S, S, 3) uint8 icon,
+    Each icon starts from seeded noise, or from `start[i]` (an (S, S, C) uint8 icon,
     its parent cell's) where `has_start[i]`, and follows Adam on the spec's objective
     through its transforms; of `tries` starts, the one whose untransformed icon points
     closest to the direction is kept. `progress` is called with the number of icons
     finished. With `whiten` (see objectives.whitening), the objective aims at
     `whiten @ direction` and fidelity is still read against the direction. `amplitude`
-    (3, S, S // 2 + 1), natural images' amplitude spectrum (param.natural_amplitude), is
+    (C, S, S // 2 + 1), natural images' amplitude spectrum (param.natural_amplitude), is
     needed by the parameterizations that fix it (MACO). The spec's
     precision ("auto", "float32", "bfloat16") and batch size (0: from memory) are decided
     where the work runs; fidelity is always read in float32. A damaged cached batch is
@@ -306,6 +306,6 @@ def _render_all(engine, source, model, layer, directions, spec, seed, device, ca
         progress(count)
     if not parts:
         size = spec.size_px
-        return RenderedIcons(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        return RenderedIcons(np.zeros((0, size, size, model.channels), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
     ordered = [parts[i] for i in range(len(parts))]
     return RenderedIcons(*(np.concatenate([p[i] for p in ordered]) for i in range(3)))

@@ -46,7 +46,7 @@ def bytes_per_icon(forward: Callable[[torch.Tensor], torch.Tensor], size_px: int
         saved += t.numel() * t.element_size()
         return t
 
-    probe = torch.full((2, 3, size_px, size_px), 0.5, device=device, requires_grad=True)
+    probe = torch.full((2, forward.model.channels, size_px, size_px), 0.5, device=device, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         forward(probe)
     return int(saved / 2 * OVERHEAD) + 1

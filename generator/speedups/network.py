@@ -91,8 +91,8 @@ class LayerFn:
         self.centre_only = centre_only and tape is not None
         self.module = {layer: net.get_submodule(layer)}
         self.fits: dict[int, bool] = {}  # input size -> whether the network takes it as it is
-        mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(model.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(model.std, device=device).view(1, -1, 1, 1)
         # normalize((s + 1) / 2) = s * scale + shift for images s in (-1, 1).
         self.scale, self.shift = 0.5 / std, (0.5 - mean) / std
 
@@ -124,7 +124,7 @@ class LayerFn:
                                                align_corners=False)
 
     def signed(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in (-1, 1), float32 (N, 3, H, W), normalized and cast in one pass (the renderer's step).
+        """Images in (-1, 1), float32 (N, C, H, W), normalized and cast in one pass (the renderer's step).
 
         Built for an objective that reads only the centre, and through a tape, only the
         activations at the layer's centre, (N, C, 1, 1).
@@ -154,7 +154,7 @@ def build_forward(model: LoadedModel, layer: str, device: torch.device, options:
     activations after them fused (on the CPU), and channels-last memory makes the
     convolutions, depthwise ones above all, faster on the CPU (BENCHMARKS.md).
     """
-    example = model.normalize(torch.rand(2, 3, model.input_size, model.input_size,
+    example = model.normalize(torch.rand(2, model.channels, model.input_size, model.input_size,
                                          generator=torch.Generator().manual_seed(0)))
     if reads not in READS:
         raise ValueError(f"reads must be one of {READS}, not {reads!r}")
