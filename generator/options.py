@@ -195,6 +195,9 @@ OPTIONS: tuple[Option, ...] = (
            "steps."),
     Option("icons.whiten", False, "Aim icons at directions whitened by the layer's activation statistics, as "
            "Lucid can; rare directions count for more, at some cost in fidelity (BENCHMARKS.md)."),
+    Option("icons.mask", False, "Keep each icon's importance mask, MACO's: where the objective's gradient fell "
+           "over the optimization. The viewer fades what mattered least, with a Mask toggle to show icons "
+           "whole."),
     Option("icons.device", "auto", "Where icons are rendered.", choices=("auto", "cpu", "cuda")),
     Option("icons.precision", "auto", "The network's number format while icons are optimized: auto is "
            "bfloat16 on a CPU with AMX, where it is faster at the same fidelity, and float32 elsewhere. "

@@ -241,7 +241,8 @@ def stage_amplitude(cfg, model, plan, images_key: str, cache: Path, report) -> n
 
 def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report, act_folder: Path | None = None,
                 engine=None, source=None, label: str = "", amplitude: np.ndarray | None = None):
-    """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py).
+    """Icons per level, rendered in batches cached under icons/<layer>/ (see icons/render.py), and the
+    parameterization that made them.
 
     With `icons.warm_start`, each level after the first starts every icon from the icon
     of its parent cell in the level before, and needs fewer steps for the same fidelity.
@@ -272,10 +273,10 @@ def stage_icons(cfg, model, layer: str, levels: list[Level], cache: Path, report
             rendered.append(render_icons(model, layer, level.directions, spec, cfg.seed, i.device,
                                          cache / "icons" / layer, advance, start, has_start, whiten, report.note,
                                          engine, source, amplitude))
-    stats = RenderedIcons(*(np.concatenate(parts) for parts in zip(*rendered))).stats()
+    stats = RenderedIcons.joined(rendered).stats()
     report.note(f"icons {label or layer}: fidelity mean {stats['fidelity_mean']:.2f}, median {stats['fidelity_median']:.2f}, "
                 f"min {stats['fidelity_min']:.2f}")
-    return rendered
+    return rendered, spec.param
 
 
 def choose_method(cfg, model, layer: str, level: Level, cache: Path, report, whiten, engine, source, label: str,
@@ -370,6 +371,7 @@ class Mapped:
     count: int
     levels: list[Level]
     rendered: list
+    method: str  # the icons' parameterization, decided per atlas where icons.method is "auto"
     examples: Path | None
     measured: dict[str, np.ndarray]
     names: dict[str, list]
@@ -496,8 +498,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
         levels = stage_grid(cfg, layer, act_folder, layout_folder, cache, report)
         lap("grid")
         # Icons aim at directions whitened by the whole layer's activations, as the layer's own atlas does.
-        rendered = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source, label,
-                               amplitude)
+        rendered, method = stage_icons(cfg, model, layer, levels, cache, report, act_folders[layer], engine, source,
+                                       label, amplitude)
         lap("icons")
         measured = stage_trust(cfg, layer, act_folder, layout_folder, levels, cache, report, label)
         lap("trust")
@@ -508,8 +510,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
             examples = stage_examples(cfg, model, layer, plan, act_folder, layout_folder, levels, cache, report,
                                       label)
             lap("examples")
-        return Mapped(layer, store.read_meta(act_folder)["count"], levels, rendered, examples, measured, names,
-                      act_folder, layout_folder)
+        return Mapped(layer, store.read_meta(act_folder)["count"], levels, rendered, method, examples, measured,
+                      names, act_folder, layout_folder)
 
     mapped = [map_atlas(cfg, layer, act_folders[layer]) for layer in layers]
     # Every ordered pair of layers: a reader may hover a cell in either one.
@@ -549,7 +551,8 @@ def build(cfg: Config, report: Reporter | None = None, engine=None) -> BuildResu
 
             def write(m: Mapped, **view) -> dict:
                 return write_atlas(data_dir, m.layer, shown, shapes[m.layer], m.count, m.levels, m.rendered,
-                                   m.examples and (m.examples, shown_names), m.measured, m.names, **view)
+                                   m.examples and (m.examples, shown_names), m.measured, m.names, method=m.method,
+                                   **view)
 
             atlases = [write(m) for m in mapped]
             by_layer = {m.layer: (atlas, m.levels) for atlas, m in zip(atlases, mapped)}

@@ -3,6 +3,8 @@
 Output, per atlas, in `<site>/data/<atlas id>/`:
   <n>-<tx>-<ty>.webp  level n's icons in square tiles of `tile_cells` x `tile_cells` grid cells,
                       each icon at its cell's place, so the viewer loads only the tiles in view
+  <n>-<tx>-<ty>-mask.webp
+                      with `icons.mask`, the icons' importance masks as the alpha of a black tile
   level-*.json/.js, classes-*.js, strongest-*.js
                       the cells' metadata (x, y, count, top classes, fidelity, objective), their
                       class scores for the class filter and each class's strongest cells, one file
@@ -30,7 +32,7 @@ from PIL import Image
 
 from . import examples as examples_module
 from . import regions
-from .display import display_rgb
+from .display import COLOUR_MAP, colour_mapped, display_rgb
 from .grid import Level
 from .regions import js_json, write_script
 
@@ -51,9 +53,14 @@ def tile_cells(icon_px: int) -> int:
     return max(1, TILE_PX // icon_px)
 
 
-def write_tiles(level: Level, icons: np.ndarray, folder: Path) -> tuple[int, list[str]]:
+def write_tiles(level: Level, icons: np.ndarray, folder: Path, mask: np.ndarray | None = None) -> tuple[int, list[str]]:
     """Write level's icons (M, S, S, C) into tiles `<size>-<tx>-<ty>.webp`, shown as display_rgb does;
-    returns tile_cells and the tiles made."""
+    returns tile_cells and the tiles made.
+
+    With `mask` (M, S, S) uint8, each tile gets `<size>-<tx>-<ty>-mask.webp` beside it: black, the masks
+    as its alpha, for the viewer to cut the tile with ("destination-in"). The tile itself stays whole,
+    as the overview and a reader who turns the mask off see it.
+    """
     icons = display_rgb(icons)
     icon = icons.shape[1] if len(icons) else 1
     span = tile_cells(icon)
@@ -65,10 +72,16 @@ def write_tiles(level: Level, icons: np.ndarray, folder: Path) -> tuple[int, lis
         across = min(span, level.size - tx * span)
         down = min(span, level.size - ty * span)
         tile = np.full((down * icon, across * icon, 3), 255, np.uint8)
+        alpha = np.zeros((down * icon, across * icon, 4), np.uint8)
         for i in members:
             x, y = level.cells[i]["x"] % span, level.cells[i]["y"] % span
             tile[y * icon:(y + 1) * icon, x * icon:(x + 1) * icon] = icons[i]
+            if mask is not None:
+                alpha[y * icon:(y + 1) * icon, x * icon:(x + 1) * icon, 3] = mask[i]
         Image.fromarray(tile).save(folder / f"{level.size}-{tx}-{ty}.webp", "WEBP", quality=WEBP_QUALITY, method=4)
+        if mask is not None:
+            Image.fromarray(alpha, "RGBA").save(folder / f"{level.size}-{tx}-{ty}-mask.webp", "WEBP",
+                                                quality=WEBP_QUALITY, alpha_quality=WEBP_QUALITY, method=4)
         names.append(f"{tx}-{ty}")
     return span, names
 
@@ -105,6 +118,7 @@ def write_atlas(
     names: dict[str, list] | None = None,
     aid: str | None = None,
     about: dict | None = None,
+    method: str = "",
 ) -> dict:
     """Write one atlas's tiles, cell metadata, class scores and overview; returns its manifest entry.
 
@@ -114,13 +128,15 @@ def write_atlas(
     the layout's trust arrays (trust.py), puts each cell's score in its metadata; `names`, the
     regions' names per level (naming.py), goes into `names.js`, which the viewer draws on the map.
     A class atlas or comparison (class_atlas.py) gives its own `aid` and the fields of `about`.
+    `method` is the parameterization that made the icons (icons/param.py), which the entry records
+    beside whether they carry masks and the colour map that shows them, if any (display.py).
     """
     aid = aid or atlas_id(layer)
     folder = data_dir / aid
     folder.mkdir(parents=True, exist_ok=True)
     entries, fidelities, sides, parts = [], [], [], []
     for level, icons in zip(levels, rendered):
-        span, tiles = write_tiles(level, icons.icons, folder)
+        span, tiles = write_tiles(level, icons.icons, folder, icons.mask)
         cells = [{**cell, "fidelity": round(float(f), 3), "objective": round(float(o), 3)}
                  for cell, f, o in zip(level.cells, icons.fidelity, icons.objective)]
         if trust:
@@ -161,6 +177,9 @@ def write_atlas(
         "shape": list(shape),
         "activations": activations,
         "icon_px": int(rendered[0].icons.shape[1]) if rendered else 0,
+        "method": method,
+        "mask": bool(rendered) and rendered[0].mask is not None,
+        **({"colour_map": COLOUR_MAP} if rendered and colour_mapped(rendered[0].icons.shape[-1]) else {}),
         "levels": [lv.size for lv in levels],
         "level_data": entries,
         "fidelity_mean": round(float(np.mean(fidelities)), 3) if fidelities else 0.0,

@@ -484,7 +484,7 @@ def test_the_spec_defaults_are_the_configs_and_every_field_reaches_the_cache_key
     base = IconSpec(size_px=24, steps=2, batch_size=2, precision="float32")
     other = {"size_px": 28, "steps": 3, "tries": 2, "learning_rate": 0.04, "cossim_power": 1.0, "batch_size": 1,
              "precision": "bfloat16", "param": "fourier-again", "objective": "mean_direction",
-             "transforms": "lucid-again", "warm_fraction": 0.5}
+             "transforms": "lucid-again", "warm_fraction": 0.5, "mask": True}
     assert set(other) == {f.name for f in dataclasses.fields(IconSpec)}
 
     def files():

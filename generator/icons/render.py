@@ -1,7 +1,8 @@
 """The optimization loop: icons for many directions at once, and their fidelity.
 
 Artifact: `<cache>/icons/<layer>/<batch key>.npz` with `icons` (B, S, S, C) uint8 (C, the model's input channels),
-`fidelity` and `objective` (B,) float32 and `digest`, their sha256, one file per batch
+`fidelity` and `objective` (B,) float32, with `icons.mask` `mask` (B, S, S) uint8 (importance_mask),
+and `digest`, their sha256, one file per batch
 of directions. A batch's key covers the model, layer, its directions and starts, and the
 IconSpec (spec.py) whole, so unchanged batches are never rendered twice and an
 interrupted build resumes at the first missing batch; a batch that fails its digest is
@@ -85,20 +86,29 @@ def fidelity(model: LoadedModel, layer: str, icons: torch.Tensor, directions: to
 def optimize(forward: LayerFn, objective: Objective, image: ImageParam, targets: torch.Tensor, steps: int,
              learning_rate: float, generator: torch.Generator, device: torch.device,
              transforms: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = lucid_views,
-             observe: Callable[[int, ImageParam], None] | None = None) -> torch.Tensor:
+             observe: Callable[[int, ImageParam], None] | None = None,
+             importance: torch.Tensor | None = None) -> torch.Tensor:
     """Ascend `objective` for `image` (on `device`), one target row (N, C) per image; returns the last scores (N,).
 
     Each step scores a random view of every image (`transforms`), through `forward`,
     which was built for what the objective reads. `observe(step, image)`, when given, is
     called after every step (benchmarks read fidelity along the way; its time is theirs).
+    `importance`, when given, (N, S, S) on `device`, gains each step the objective's
+    gradient with respect to the untransformed image, in absolute value, summed over its
+    channels: MACO's importance (Fel et al. 2023), which importance_mask turns into a mask.
     """
     # One kernel for Adam's whole update instead of a dozen tensor ops (same arithmetic).
     optimizer = torch.optim.Adam(image.parameters(), lr=learning_rate, fused=device.type in ("cpu", "cuda"))
     score = torch.zeros(len(targets))
     for step in range(1, steps + 1):
         optimizer.zero_grad(set_to_none=True)
-        score = objective(forward.signed(transforms(image.signed(), generator)).float(), targets)
+        signed = image.signed()
+        if importance is not None:
+            signed.retain_grad()
+        score = objective(forward.signed(transforms(signed, generator)).float(), targets)
         (-score.sum()).backward()
+        if importance is not None:
+            importance += signed.grad.abs().sum(1)
         optimizer.step()
         if observe is not None:
             observe(step, image)
@@ -108,21 +118,35 @@ def optimize(forward: LayerFn, objective: Objective, image: ImageParam, targets:
 def optimize_spec(forward: LayerFn, targets: torch.Tensor, spec: IconSpec, generator: torch.Generator,
                   device: torch.device, start: tuple[torch.Tensor, torch.Tensor] | None = None,
                   steps: int | None = None, observe: Callable[[int, ImageParam], None] | None = None,
-                  amplitude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  amplitude: torch.Tensor | None = None,
+                  importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (N, C, S, S) in [0, 1] that `spec`'s parts reach for unit `targets` (N, C), and their last scores.
 
     Images start from seeded noise, except rows `start[0]`, which start from the images
     `start[1]` (K, C, S, S); `steps` overrides the spec's. `amplitude` is natural images'
     amplitude spectrum, for the parameterizations that fix it (param.NEEDS_AMPLITUDE).
+    `importance` gathers where the gradient fell (optimize).
     """
     image = PARAMS[spec.param](len(targets), spec.size_px, generator, amplitude, forward.model.channels)
     if start is not None:
         image.start_from(*start)
     image = image.to(device)
     score = optimize(forward, OBJECTIVES[spec.objective](spec.cossim_power), image, targets, steps or spec.steps,
-                     spec.learning_rate, generator, device, TRANSFORMS[spec.transforms], observe)
+                     spec.learning_rate, generator, device, TRANSFORMS[spec.transforms], observe, importance)
     with torch.no_grad():
         return image(), score
+
+
+MASK_PERCENTILE = 80  # as Horama shows MACO's masks: the top fifth of the importance is opaque
+
+
+def importance_mask(importance: torch.Tensor) -> np.ndarray:
+    """(N, S, S) uint8 alpha from gathered importance (optimize): each icon's clipped at its MASK_PERCENTILE-th
+    percentile and divided by it, so the parts of an icon the objective leaned on most are opaque."""
+    flat = importance.detach().float().cpu().flatten(1)
+    top = torch.quantile(flat, MASK_PERCENTILE / 100, dim=1, keepdim=True).clamp_min(1e-12)
+    alpha = (flat.clamp(max=top) / top).view(importance.shape)
+    return (alpha * 255).round().byte().numpy()
 
 
 def _render_batch(forward, model, layer, directions: torch.Tensor, s: IconSpec, seed: int,
@@ -143,14 +167,19 @@ def _render_batch(forward, model, layer, directions: torch.Tensor, s: IconSpec, 
         begin = (rows, images)
         if has_start.all():
             steps = s.warm_steps()
+    importance = torch.zeros(len(aims), s.size_px, s.size_px, device=device) if s.mask else None
     final, objective = optimize_spec(forward, aims, s, generator, device, start=begin, steps=steps,
-                                     amplitude=None if amplitude is None else torch.from_numpy(amplitude))
+                                     amplitude=None if amplitude is None else torch.from_numpy(amplitude),
+                                     importance=importance)
     scores = fidelity(model, layer, final, targets, device, scorer or forward).view(s.tries, count)
     best = scores.argmax(0)
     pick = (best, torch.arange(count))
     chosen = final.view(s.tries, count, *final.shape[1:])[pick]
     icons = (chosen.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
-    return icons, scores[pick].numpy().astype(np.float32), objective.cpu().view(s.tries, count)[pick].numpy()
+    part = (icons, scores[pick].numpy().astype(np.float32), objective.cpu().view(s.tries, count)[pick].numpy())
+    if importance is not None:
+        part += (importance_mask(importance.view(s.tries, count, s.size_px, s.size_px)[pick]),)
+    return part
 
 
 def _digest(part: tuple[np.ndarray, ...]) -> str:
@@ -160,10 +189,13 @@ def _digest(part: tuple[np.ndarray, ...]) -> str:
     return h.hexdigest()
 
 
-def save_batch(path: Path, part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+PART = ("icons", "fidelity", "objective", "mask")  # a batch's arrays; the mask only where the spec asks for it
+
+
+def save_batch(path: Path, part: tuple[np.ndarray, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, icons=part[0], fidelity=part[1], objective=part[2], digest=_digest(part))
+    np.savez(tmp, **dict(zip(PART, part)), digest=_digest(part))
     tmp.replace(path)
 
 
@@ -175,11 +207,12 @@ def _read_memo(path: Path | None) -> dict:
     return known if isinstance(known, dict) else {}
 
 
-def load_batch(path: Path, count: int, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A cached batch of `count` icons, or None where it is missing, truncated or damaged."""
+def load_batch(path: Path, count: int, size_px: int, mask: bool = False) -> tuple[np.ndarray, ...] | None:
+    """A cached batch of `count` icons (and their masks, with `mask`), or None where it is missing, truncated
+    or damaged."""
     try:
         with np.load(path) as saved:
-            part = (saved["icons"], saved["fidelity"], saved["objective"])
+            part = tuple(saved[name] for name in PART[:4 if mask else 3])
             digest = str(saved["digest"])
     except (OSError, ValueError, KeyError, EOFError, struct.error, zipfile.BadZipFile):
         return None
@@ -192,6 +225,12 @@ class RenderedIcons(NamedTuple):
     icons: np.ndarray  # (M, S, S, C) uint8, C the model's input channels (tiles.display_rgb shows them)
     fidelity: np.ndarray  # (M,) float32: cosine of direction and the untransformed icon's centre activation
     objective: np.ndarray  # (M,) float32: the objective at the last step
+    mask: np.ndarray | None = None  # (M, S, S) uint8 alpha (importance_mask), where the spec asks for masks
+
+    @classmethod
+    def joined(cls, parts: list[tuple[np.ndarray, ...]]) -> "RenderedIcons":
+        """Batches or levels, in order, as one."""
+        return cls(*(None if any(a is None for a in arrays) else np.concatenate(arrays) for arrays in zip(*parts)))
 
     def stats(self) -> dict[str, float]:
         """Mean, median and minimum fidelity, and the mean final objective: how good a batch is."""
@@ -285,15 +324,18 @@ def _render_all(engine, source, model, layer, directions, spec, seed, device, ca
         batch_has = np.asarray(has_start[rows], bool) if has_start is not None else None
         warm = batch_has is not None and batch_has.any()
         starts = array_digest(batch_has) + array_digest(batch_start[batch_has]) if warm else ""
-        key = artifact_key("icons", model.spec, model.weights_id, layer, spec.key_parts(), seed, array_digest(batch),
-                           starts, whitened, array_digest(amplitude) if amplitude is not None else "")
+        inputs = (seed, array_digest(batch), starts, whitened, array_digest(amplitude) if amplitude is not None else "")
+        key = artifact_key("icons", model.spec, model.weights_id, layer, spec.key_parts(), *inputs)
+        # The seed is the key's without the mask, which only watches: the same icons with or without masks.
+        unmasked = key if not spec.mask else \
+            artifact_key("icons", model.spec, model.weights_id, layer, spec.with_(mask=False).key_parts(), *inputs)
         path = cache_dir / f"{key}.npz" if cache_dir else None
-        part = load_batch(path, len(batch), spec.size_px) if path is not None and path.is_file() else None
+        part = load_batch(path, len(batch), spec.size_px, spec.mask) if path is not None and path.is_file() else None
         if part is None and path is not None and path.is_file():
             note(f"cache: icons/{path.parent.name}/{path.name} is damaged; rendering it again")
         if part is None:
             todo.append((len(parts) + len(todo), path, len(batch)))
-            items.append((batch, int(key[:15], 16), batch_start, batch_has))
+            items.append((batch, int(unmasked[:15], 16), batch_start, batch_has))
         else:
             parts[len(parts) + len(todo)] = part
             progress(len(batch))
@@ -306,6 +348,6 @@ def _render_all(engine, source, model, layer, directions, spec, seed, device, ca
         progress(count)
     if not parts:
         size = spec.size_px
-        return RenderedIcons(np.zeros((0, size, size, model.channels), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.float32))
-    ordered = [parts[i] for i in range(len(parts))]
-    return RenderedIcons(*(np.concatenate([p[i] for p in ordered]) for i in range(3)))
+        return RenderedIcons(np.zeros((0, size, size, model.channels), np.uint8), np.zeros(0, np.float32),
+                             np.zeros(0, np.float32), np.zeros((0, size, size), np.uint8) if spec.mask else None)
+    return RenderedIcons.joined([parts[i] for i in range(len(parts))])

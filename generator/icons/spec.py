@@ -28,6 +28,7 @@ class IconSpec:
     param: str = "fourier"  # how the image is represented (param.PARAMS); the config's "auto" is decided per layer
     objective: str = "direction"  # what is maximized (objectives.OBJECTIVES)
     transforms: str = "lucid"  # what makes it robust (transform.TRANSFORMS)
+    mask: bool = _default("icons.mask")  # also the importance mask (render.importance_mask)
     # Icons started from their parent cell's icon reach the fidelity of a cold start in
     # about three quarters of the steps (BENCHMARKS.md), so they run that many.
     warm_fraction: float = 0.75
@@ -38,7 +39,7 @@ class IconSpec:
         method of "auto" is Fourier until the pipeline has chosen for the layer (pipeline.choose_method)."""
         return cls(size_px=icons.size_px, steps=icons.steps, tries=icons.tries, learning_rate=icons.learning_rate,
                    cossim_power=icons.cossim_power, batch_size=icons.batch_size, precision=icons.precision,
-                   param="fourier" if icons.method == "auto" else icons.method)
+                   param="fourier" if icons.method == "auto" else icons.method, mask=icons.mask)
 
     def warm_steps(self) -> int:
         return max(1, round(self.steps * self.warm_fraction))
@@ -50,4 +51,7 @@ class IconSpec:
         """The spec as the cache key reads it: every field, once decided."""
         if self.precision == "auto" or not self.batch_size:
             raise ValueError("precision and batch size are decided before an icon's key is made")
-        return asdict(self)
+        parts = asdict(self)
+        if not self.mask:
+            del parts["mask"]  # icons without a mask keep the keys they had before masks existed
+        return parts

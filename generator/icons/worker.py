@@ -66,7 +66,8 @@ def probe_batch_size(source: ModelSource, layer: str, device: str, spec) -> int:
 def render_batch(source: ModelSource, layer: str, device: str, spec, whiten: np.ndarray | None,
                  amplitude: np.ndarray | None, directions: np.ndarray, seed: int, start: np.ndarray | None,
                  has_start: np.ndarray | None):
-    """One batch: icons (B, S, S, C) uint8, fidelity (B,) float32, objective (B,) float32 (see render._render_batch)."""
+    """One batch: icons (B, S, S, C) uint8, fidelity (B,) float32, objective (B,) float32, and with the spec's
+    mask, masks (B, S, S) uint8 (see render._render_batch)."""
     from . import render
 
     model, forward, scorer, spec = _networks(source, layer, device, spec)

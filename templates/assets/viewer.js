@@ -8,6 +8,7 @@
  *   ViewState the view (centre cx, cy and zoom z) with its one setter, which clamps
  *   Renderer  draws at most once per animation frame
  *   Card, ClassFilter, Share: the parts of the interface around the canvas
+ *   IconMask  with masks in the build (icons.mask), icons cut by their importance masks, "<tile>-mask.webp"
  *   LinkedLayers the viewers of one linked figure tell each other the cell under the reader, and draw
  *             where its image positions fall in their own layer ("<id>/links-<n>-<other id>")
  *   bindInput pointer, touch, wheel and keys
@@ -45,9 +46,10 @@
       });
       return view;
     },
-    // A view ({layer, cx, cy, z, className, sign, pin, trust, labels}) as text; the one place it is written.
-    // `pin`, a pinned cell as {size, x, y} or null, is "cell=<level size>-<x>-<y>"; the trust overlay
-    // "trust=1"; region names, drawn unless "labels=0".
+    // A view ({layer, cx, cy, z, className, sign, pin, trust, labels, mask}) as text; the one place it is
+    // written. `pin`, a pinned cell as {size, x, y} or null, is "cell=<level size>-<x>-<y>"; the trust overlay
+    // "trust=1"; region names, drawn unless "labels=0"; icons cut by their masks, where there are any,
+    // unless "mask=0".
     format: function (v) {
       var text = "layer=" + encodeURIComponent(v.layer) + "&x=" + v.cx.toFixed(4) + "&y=" + v.cy.toFixed(4) +
         "&z=" + v.z.toFixed(3);
@@ -55,6 +57,7 @@
       if (v.pin) text += "&cell=" + v.pin.size + "-" + v.pin.x + "-" + v.pin.y;
       if (v.trust) text += "&trust=1";
       if (!v.labels) text += "&labels=0";
+      if (v.mask === false) text += "&mask=0";
       return text;
     },
     // "<size>-<x>-<y>" to {size, x, y}, or null.
@@ -205,6 +208,7 @@
     this.trust = new TrustOverlay(this);
     this.names = new RegionNames(this);
     this.links = new LinkedLayers(this);
+    this.mask = new IconMask(this);
     // The explorer fills the screen, so a finger there always moves the atlas; elsewhere the page scrolls
     // under a finger until the reader taps the atlas.
     this.setActive(this.mode === "explorer");
@@ -245,6 +249,7 @@
     this.classFilter.choose(v["class"] !== undefined ? this.classFilter.exact(v["class"]) : -1, true);
     this.trust.set(v.trust === "1", true);
     this.names.set(v.labels !== "0", true);
+    this.mask.set(v.mask !== "0", true);
     var pin = Hash.cell(v.cell), levels = this.atlas.level_data;
     for (var i = 0; pin && i < levels.length; i++) {
       if (levels[i].size === pin.size && pin.x < pin.size && pin.y < pin.size) {
@@ -293,9 +298,12 @@
     });
   };
 
-  // A comparison's x is the attribution difference: the legend names the class each side leans to.
+  // A comparison's x is the attribution difference: the legend names the class each side leans to. A model
+  // that does not read RGB has its icons drawn through a colour map, which a legend reads from low to high.
   Viewer.prototype.showAxis = function () {
     var axis = this.root.querySelector(".compare-axis"), atlas = this.atlas;
+    var colours = this.root.querySelector(".colour-legend");
+    if (colours) colours.hidden = !atlas.colour_map;
     if (!axis) return;
     axis.hidden = atlas.kind !== "compare";
     if (axis.hidden) return;
@@ -324,7 +332,8 @@
     var pin = this.card.pinned;
     return Hash.format({ layer: this.atlas.id, cx: this.state.cx, cy: this.state.cy, z: this.state.z,
       className: cls >= 0 ? this.classes[cls] : null, sign: this.filter.sign,
-      pin: pin ? { size: pin.size, x: pin.x, y: pin.y } : null, trust: this.trust.on, labels: this.names.on });
+      pin: pin ? { size: pin.size, x: pin.x, y: pin.y } : null, trust: this.trust.on, labels: this.names.on,
+      mask: this.mask.on });
   };
 
   // The address: the hash holds the view; over http(s) the path follows a layer switch too.
@@ -503,8 +512,8 @@
           var cell = cells.at[x + "," + y];
           if (!cell) continue;
           var tile = Math.floor(x / span) + "-" + Math.floor(y / span);
-          var img = this.loader.image(atlas.id + "/" + level.size + "-" + tile + ".webp");
-          if (!ready(img)) loading = true;
+          var img = this.mask.source(atlas.id + "/" + level.size + "-" + tile + ".webp");
+          if (!img) loading = true;
           visible.push([cell, img]);
         }
       }
@@ -516,7 +525,7 @@
     var maxCount = level.max_count || 1, gap = cellPx > 24 ? 1 : 0, sign = this.filter.sign;
     visible.forEach(function (v) {
       var cell = v[0], img = v[1], own = codes[cell.region];
-      if (!ready(img)) return;
+      if (!img) return;
       // Icons sized by density: a cell of many activations fills its square, a sparse one less.
       var side = (cellPx - 2 * gap) * (0.45 + 0.55 * Math.sqrt(cell.count / maxCount));
       var left = corner[0] + (cell.x + 0.5) * cellPx - side / 2, top = corner[1] + (cell.y + 0.5) * cellPx - side / 2;
@@ -680,12 +689,15 @@
     canvas.width = canvas.height = px;
     canvas.setAttribute("role", "img");
     canvas.setAttribute("aria-label", "The cell's icon");
-    var img = v.loader.image(v.atlas.id + "/" + level.size + "-" + Math.floor(hit.x / span) + "-" +
-      Math.floor(hit.y / span) + ".webp");
+    var path = v.atlas.id + "/" + level.size + "-" + Math.floor(hit.x / span) + "-" + Math.floor(hit.y / span) + ".webp";
     var paint = function () {
-      canvas.getContext("2d").drawImage(img, (hit.x % span) * px, (hit.y % span) * px, px, px, 0, 0, px, px);
+      var img = v.mask.source(path), ctx = canvas.getContext("2d");
+      if (!img) return false;
+      ctx.clearRect(0, 0, px, px);
+      ctx.drawImage(img, (hit.x % span) * px, (hit.y % span) * px, px, px, 0, 0, px, px);
+      return true;
     };
-    if (ready(img)) paint(); else img.addEventListener("load", paint);
+    if (!paint()) v.mask.files(path).forEach(function (file) { v.loader.image(file).addEventListener("load", paint); });
     return canvas;
   };
 
@@ -1099,6 +1111,59 @@
       ctx.fillStyle = "rgba(90, 10, 10, " + shade.toFixed(3) + ")";
       ctx.fillRect(corner[0] + cell.x * cellPx, corner[1] + cell.y * cellPx, cellPx, cellPx);
     });
+  };
+
+  // --- importance masks: each icon cut by where its optimization leaned on it (MACO's masks) ----
+
+  var MASK_CUTS = 256; // tiles kept cut by their masks; past this many the oldest are cut again when needed
+
+  function IconMask(viewer) {
+    var self = this;
+    this.viewer = viewer;
+    this.on = true; // kept across atlases, so that a switch to another with masks keeps the reader's choice
+    this.cut = {}; // tile path -> a canvas of the tile with its mask as alpha
+    this.order = [];
+    this.button = viewer.root.querySelector(".mask-toggle");
+    if (this.button) this.button.addEventListener("click", function () { self.set(!self.on); });
+  }
+
+  IconMask.prototype.has = function () { return !!(this.viewer.atlas && this.viewer.atlas.mask); };
+
+  IconMask.prototype.set = function (on, quiet) {
+    var v = this.viewer, has = this.has();
+    this.on = !!on;
+    if (this.button) {
+      this.button.hidden = !has;
+      this.button.setAttribute("aria-pressed", this.on && has ? "true" : "false");
+    }
+    v.renderer.request();
+    if (!quiet) { v.writeAddress(false); v.share.refresh(); v.say(this.on ? "Masks on" : "Masks off"); }
+  };
+
+  // The images a tile is drawn from: the tile, and its mask while masks are shown.
+  IconMask.prototype.files = function (path) {
+    return this.on && this.has() ? [path, path.replace(/\.webp$/, "-mask.webp")] : [path];
+  };
+
+  // What the icons of the tile at `path` are drawn from, or null until its images have loaded: the tile, or
+  // while masks are shown, a canvas of the tile cut by its mask ("destination-in" keeps the mask's alpha).
+  IconMask.prototype.source = function (path) {
+    var v = this.viewer, files = this.files(path), images = files.map(function (f) { return v.loader.image(f); });
+    if (!images.every(ready)) return null;
+    if (images.length === 1) return images[0];
+    var cut = this.cut[path];
+    if (cut) return cut;
+    cut = document.createElement("canvas");
+    cut.width = images[0].naturalWidth;
+    cut.height = images[0].naturalHeight;
+    var ctx = cut.getContext("2d");
+    ctx.drawImage(images[0], 0, 0);
+    ctx.globalCompositeOperation = "destination-in";
+    ctx.drawImage(images[1], 0, 0, cut.width, cut.height);
+    this.cut[path] = cut;
+    this.order.push(path);
+    if (this.order.length > MASK_CUTS) delete this.cut[this.order.shift()];
+    return cut;
   };
 
   // --- linked layers: where one layer's cell sits in another's atlas ---------------------------
