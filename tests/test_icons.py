@@ -70,7 +70,8 @@ def test_icons_for_real_directions_beat_noise_by_a_clear_margin(tiny_model, imag
     layer = "features.2"  # before its ReLU: random images point anywhere, not along the positive cone
     directions = _real_directions(tiny_model, layer, image_dir)
     settings = IconSpec(size_px=32, steps=48, batch_size=8, learning_rate=0.05)
-    icons, fid, objective = render_icons(tiny_model, layer, directions, settings, seed=0, device=device)
+    icons, fid, objective, mask = render_icons(tiny_model, layer, directions, settings, seed=0, device=device)
+    assert mask is None  # kept only where the spec asks for it (test_masks.py)
     assert (objective > 0).all()
     assert icons.shape == (4, 32, 32, 3) and icons.dtype == np.uint8
     assert icons.std() > 5  # not a flat image
@@ -544,8 +545,8 @@ def test_maco_icons_point_along_their_directions_and_are_keyed_by_the_amplitude(
     directions = _real_directions(tiny_model, layer, image_dir)
     amplitude = _natural(image_dir, 32).numpy()
     spec = IconSpec(size_px=32, steps=48, batch_size=8, param="maco", precision="float32")
-    icons, fid, objective = render_icons(tiny_model, layer, directions, spec, seed=0, amplitude=amplitude,
-                                         cache_dir=tmp_path)
+    icons, fid, objective, _ = render_icons(tiny_model, layer, directions, spec, seed=0, amplitude=amplitude,
+                                            cache_dir=tmp_path)
     noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert fid.mean() > fidelity(tiny_model, layer, noise, torch.from_numpy(directions)).mean().item() + 0.25
     assert icons.std() > 5
